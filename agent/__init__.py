@@ -1,0 +1,3 @@
+"""edgecam on-node agent: capture, detect, track, and publish events over MQTT."""
+
+__version__ = "0.1.0"

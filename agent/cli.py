@@ -1,0 +1,164 @@
+"""The ``edgecam`` command line: one console script, subcommands per audience.
+
+Node: ``run``, ``bench``, ``doctor``. Maintainers: ``model …``, ``release …``, ``contract export``.
+Technicians and the centre: ``ca …``, ``broker-config``, ``provision …``, ``centre …``.
+Heavy imports (numpy, LiteRT, paho) happen inside commands so ``edgecam --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from agent import __version__
+from agent.errors import EdgecamError
+from models.cli import app as model_app
+from provisioning.cli import register as register_provisioning
+
+app = typer.Typer(
+    name="edgecam",
+    help="edgecam: the city camera node agent (detect on the node, send events and thumbnails over MQTT).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(model_app, name="model", help="Inspect, benchmark and verify detection models.")
+register_provisioning(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgecam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
+) -> None:
+    pass
+
+
+def run_overrides(
+    source: str | None,
+    model: Path | None,
+    labels: Path | None,
+    threads: int | None,
+    mqtt: str | None,
+    node_id: str | None,
+    fast: bool,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    state_dir: Path | None = None,
+    no_motion: bool = False,
+) -> dict[str, Any]:
+    """CLI flags as a config overlay (the last of TOML → env → CLI)."""
+    from agent.sources import source_config_from_uri
+
+    over: dict[str, Any] = {}
+    if source:
+        over["source"] = source_config_from_uri(source)
+    model_over = {k: v for k, v in {"path": model, "labels": labels, "threads": threads}.items() if v is not None}
+    if model_over:
+        over["model"] = model_over
+    mqtt_over = {
+        k: v
+        for k, v in {"url": mqtt, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}.items()
+        if v is not None
+    }
+    if mqtt_over:
+        over["mqtt"] = mqtt_over
+    if node_id:
+        over["node_id"] = node_id
+    if state_dir:
+        over["state_dir"] = state_dir
+    if fast:
+        over["capture"] = {"fast": True}
+    if no_motion:
+        over["motion"] = {"enabled": False}
+    return over
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+    source: str | None = typer.Option(
+        None, "--source", help="synthetic:, PATH, file:PATH, v4l2:/dev/videoN, rtsp://…, picamera2:N"
+    ),
+    model: Path | None = typer.Option(None, "--model", help="A .tflite, or a model folder with manifest.json."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label file, one name a line."),
+    threads: int | None = typer.Option(None, "--threads", help="Interpreter threads."),
+    mqtt: str | None = typer.Option(None, "--mqtt", help="mqtt://host:port or mqtts://host:port"),
+    node_id: str | None = typer.Option(None, "--node-id", help="Node id (MQTT client id and topic root)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Node certificate for mTLS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Node private key for mTLS."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the outbox and counters live."),
+    until_eof: bool = typer.Option(False, "--until-eof", help="Finish when a file source ends."),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N frames."),
+    fast: bool = typer.Option(False, "--fast", help="Play file sources as fast as possible."),
+    no_motion: bool = typer.Option(False, "--no-motion", help="Infer every frame (disable the motion gate)."),
+    summary_json: Path | None = typer.Option(None, "--summary-json", help="Write a run summary here at exit."),
+) -> None:
+    """Run the node agent: capture → detect → track → events and thumbnails on MQTT."""
+    from agent.config import load_config
+    from agent.runner import RunOptions, run_agent
+
+    cfg = load_config(
+        config,
+        run_overrides(source, model, labels, threads, mqtt, node_id, fast, tls_ca, tls_cert, tls_key,
+                      state_dir, no_motion),
+    )
+    code = run_agent(cfg, RunOptions(until_eof=until_eof, max_frames=max_frames, summary_json=summary_json,
+                                     config_path=config))
+    raise typer.Exit(code)
+
+
+@app.command("contract")
+def contract(
+    out: Path = typer.Option(Path("docs"), "--out", help="Folder for schemas/ and asyncapi.yaml."),
+    check: bool = typer.Option(False, "--check", help="Fail if the files in --out are stale."),
+) -> None:
+    """Export the MQTT contract v1 (JSON Schemas and AsyncAPI 3) from the payload models."""
+    from agent.contract_docs import check_docs, write_docs
+
+    if check:
+        stale = check_docs(out)
+        if stale:
+            raise EdgecamError(f"{out}: stale contract docs ({', '.join(stale)}); run `edgecam contract`")
+        typer.echo(f"{out}: contract docs up to date")
+        return
+    for path in write_docs(out):
+        typer.echo(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: user errors become one line on stderr and exit 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgecamError as exc:
+        typer.echo(f"edgecam: error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("edgecam: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

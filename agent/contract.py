@@ -1,0 +1,195 @@
+"""MQTT contract v1: the payload models and topic names the centre consumes.
+
+These models are the API of the product. ``edgecam contract export`` renders them to
+``docs/schemas/*.json`` and ``docs/asyncapi.yaml``; a test fails when those files are stale.
+Consumers must ignore unknown fields, so every model allows extra keys on input.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+CONTRACT_VERSION = 1
+ROOT = "edgecam/v1"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_ms(ts: datetime) -> str:
+    """UTC ISO 8601 with milliseconds and a ``Z`` suffix, as the contract requires."""
+    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Payload(BaseModel):
+    """Base of every payload: unknown fields are ignored, datetimes serialise as ISO ms UTC."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_serializer("*", when_used="json")
+    def _ser(self, value: Any) -> Any:
+        return iso_ms(value) if isinstance(value, datetime) else value
+
+
+class ThumbRef(Payload):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=1)
+    w: int = Field(ge=1)
+    h: int = Field(ge=1)
+
+
+class ModelRef(Payload):
+    name: str
+    sha256: str
+
+
+BBox = tuple[float, float, float, float]
+
+
+class Event(Payload):
+    """One step of a track's life (``start``, ``update``, ``end``) on ``events``."""
+
+    v: Literal[1] = CONTRACT_VERSION
+    event_id: str = Field(description="UUIDv7; consumers upsert by it (delivery is at least once)")
+    node_id: str
+    camera_id: str
+    boot_id: str
+    seq: int = Field(ge=0, description="persisted, monotonic per node")
+    type: Literal["start", "update", "end"]
+    track_id: int = Field(ge=0)
+    label: str
+    score: float = Field(ge=0, le=1)
+    top_score: float = Field(ge=0, le=1)
+    bbox: BBox = Field(description="[x1, y1, x2, y2] normalised to 0..1 of the full frame")
+    zones: list[str] = Field(default_factory=list)
+    ts: datetime = Field(description="frame time")
+    start_ts: datetime
+    end_ts: datetime | None = None
+    clock_synced: bool
+    historical: bool = Field(False, description="true when replayed from the outbox after an outage")
+    thumb: ThumbRef | None = None
+    model: ModelRef
+
+
+class Versions(Payload):
+    agent: str
+    model: str | None = None
+
+
+class State(Payload):
+    """Retained birth/death certificate on ``state``; the Will carries only ``online`` and ``bd_seq``."""
+
+    online: bool
+    bd_seq: int = Field(ge=0)
+    boot_id: str | None = None
+    ts: datetime | None = None
+    versions: Versions | None = None
+    caps: list[str] = Field(default_factory=list)
+
+
+class Dropped(Payload):
+    events: int = 0
+    thumbnails: int = 0
+
+
+class Health(Payload):
+    """Periodic node health on ``health`` (QoS 0, message expiry two periods)."""
+
+    ts: datetime
+    uptime_s: float
+    fps: float
+    inference_ms_p50: float | None = None
+    inference_ms_p95: float | None = None
+    frames: int = 0
+    frames_skipped: int = 0
+    inferences: int = 0
+    outbox_depth: int = 0
+    outbox_bytes: int = 0
+    outbox_oldest_age_s: float | None = None
+    dropped: Dropped = Field(default_factory=Dropped)
+    source_reconnects: int = 0
+    cpu_temp_c: float | None = None
+    throttled: bool | None = None
+    disk_free_bytes: int | None = None
+    clock_synced: bool
+
+
+class CommandRequest(Payload):
+    """``cmd/req``: the centre asks a node to do something; replies go to the MQTT 5 response topic."""
+
+    cmd_id: str = Field(min_length=1, max_length=128)
+    op: Literal["ping", "snapshot", "get_config", "set_log_level", "restart"]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandResponse(Payload):
+    cmd_id: str | None
+    status: Literal["ok", "error"]
+    result: Any | None = None
+    error: str | None = None
+
+
+class ConfigDesired(Payload):
+    """Retained ``config/desired``: a full agent config document at a version."""
+
+    version: int = Field(ge=0)
+    config: dict[str, Any]
+
+
+class ConfigReported(Payload):
+    version: int = Field(ge=0)
+    status: Literal["applied", "rejected"]
+    applied_version: int | None = None
+    error: str | None = None
+    restart: bool = False
+
+
+class OtaJob(Payload):
+    """Retained ``ota/job``: the centre points a node at a signed release manifest."""
+
+    release: str
+    channel: str | None = None
+    manifest_url: str | None = None
+
+
+class OtaStatus(Payload):
+    release: str
+    state: Literal["queued", "downloading", "verifying", "installing", "done", "failed", "rolled_back"]
+    progress: float = Field(0.0, ge=0, le=1)
+    error: str | None = None
+
+
+class CentreState(Payload):
+    online: bool
+    ts: datetime | None = None
+
+
+class Topics:
+    """Topic names of one node under ``edgecam/v1/{node_id}/``."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.base = f"{ROOT}/{node_id}"
+
+    state = property(lambda self: f"{self.base}/state")
+    health = property(lambda self: f"{self.base}/health")
+    events = property(lambda self: f"{self.base}/events")
+    cmd_req = property(lambda self: f"{self.base}/cmd/req")
+    cmd_res = property(lambda self: f"{self.base}/cmd/res")
+    config_desired = property(lambda self: f"{self.base}/config/desired")
+    config_reported = property(lambda self: f"{self.base}/config/reported")
+    ota_job = property(lambda self: f"{self.base}/ota/job")
+    ota_status = property(lambda self: f"{self.base}/ota/status")
+
+    def thumb(self, event_id: str) -> str:
+        return f"{self.base}/thumbs/{event_id}"
+
+    centre_state = f"{ROOT}/centre/state"
+
+    @staticmethod
+    def fleet_release(channel: str) -> str:
+        return f"{ROOT}/fleet/releases/{channel}"

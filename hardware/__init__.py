@@ -1,0 +1,1 @@
+"""Board and camera profiles, and probes (board model, temperature, throttling, cameras)."""

@@ -1,0 +1,1 @@
+"""Model manifests, the bundled demo model, its training recipe, and model tooling."""

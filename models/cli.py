@@ -1,0 +1,7 @@
+"""``edgecam model inspect | bench | verify`` (maintainers' model tooling)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
