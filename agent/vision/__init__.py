@@ -1,0 +1,1 @@
+"""On-node vision: interpreter, pre-processing, output decoders, motion gate."""
