@@ -1,0 +1,107 @@
+"""Turn raw detector outputs into boxes, scores and class ids (input-normalised ``x1, y1, x2, y2``).
+
+Vectorised: YOLO candidates are thresholded in the quantised domain before anything is dequantised, so
+only the few hundred survivors of 8400 are converted to float and passed to class-wise NMS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from agent.vision.formats import ModelLayout
+from agent.vision.interpreter import ModelRuntime
+
+Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [K,4] float32, scores [K], class ids [K] int
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
+    """Class-wise greedy NMS (boxes of different classes are offset apart); returns kept indices by score."""
+    if len(boxes) == 0:
+        return np.empty(0, np.int64)
+    shifted = boxes + (classes.astype(np.float32) * 4.0)[:, None]
+    x1, y1, x2, y2 = shifted.T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < limit:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, np.int64)
+
+
+class YoloDecoder:
+    """YOLOv5 (objectness) and v8/v11 (class scores only) raw heads, int8 or float."""
+
+    def __init__(self, runtime: ModelRuntime, layout: ModelLayout) -> None:
+        self.runtime = runtime
+        self.info = layout.head
+        self.transposed = layout.transposed
+        self.objectness = layout.objectness
+        self.input_w, self.input_h = layout.input_size
+        self.first_class = 5 if layout.objectness else 4
+
+    def _quantised_threshold(self, floor: float) -> float:
+        info = self.info
+        if not info.quantised:
+            return floor
+        lim = np.iinfo(info.dtype)
+        return float(min(max(math.ceil(floor / info.scale + info.zero_point), lim.min), lim.max))
+
+    def decode(self, floor: float, nms_iou: float, limit: int) -> Decoded:
+        raw = self.runtime.get(self.info)[0]
+        head = raw.T if self.transposed else raw  # [C, N]
+        gate_rows = head[4] if self.objectness else head[self.first_class:].max(axis=0)
+        cand = np.flatnonzero(gate_rows >= self._quantised_threshold(floor))
+        if cand.size == 0:
+            return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
+        sub = self.info.dequantise(head[:, cand])
+        cls_scores = sub[self.first_class:]
+        class_ids = cls_scores.argmax(axis=0)
+        scores = cls_scores[class_ids, np.arange(cand.size)]
+        if self.objectness:
+            scores = scores * sub[4]
+        ok = scores >= floor
+        sub, scores, class_ids = sub[:, ok], scores[ok], class_ids[ok]
+        cx, cy, w, h = sub[0], sub[1], sub[2], sub[3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+        if boxes.size and float(np.abs(boxes).max()) > 2.0:  # exported in input pixels, not normalised
+            boxes /= np.array([self.input_w, self.input_h, self.input_w, self.input_h], np.float32)
+        keep = nms(boxes, scores, class_ids, nms_iou, limit)
+        return boxes[keep], scores[keep].astype(np.float32), class_ids[keep]
+
+
+class SsdDecoder:
+    """``TFLite_Detection_PostProcess`` outputs: boxes as ymin, xmin, ymax, xmax; NMS already done in-graph."""
+
+    def __init__(self, runtime: ModelRuntime, layout: ModelLayout) -> None:
+        self.runtime = runtime
+        self.layout = layout
+        self._swap: bool | None = None  # TF2 exports order scores/classes differently; settled on first frame
+
+    def decode(self, floor: float, nms_iou: float, limit: int) -> Decoded:
+        lay, get = self.layout, self.runtime.get
+        boxes = get(lay.boxes)[0]
+        classes, scores = get(lay.classes)[0], get(lay.scores)[0]
+        n = int(get(lay.count)[0])
+        classes, scores, boxes = classes[:n], scores[:n], boxes[:n]
+        if self._swap is None and n:
+            self._swap = bool(np.any(scores > 1.0) or (np.all(classes <= 1.0) and np.any(classes % 1 != 0)))
+        if self._swap:
+            classes, scores = scores, classes
+        ok = scores >= floor
+        yx = boxes[ok]
+        xyxy = np.stack([yx[:, 1], yx[:, 0], yx[:, 3], yx[:, 2]], axis=1).astype(np.float32)
+        order = np.argsort(-scores[ok], kind="stable")[:limit]
+        return xyxy[order], scores[ok][order].astype(np.float32), classes[ok][order].astype(np.int64)
+
+
+def make_decoder(runtime: ModelRuntime, layout: ModelLayout) -> YoloDecoder | SsdDecoder:
+    return SsdDecoder(runtime, layout) if layout.kind == "ssd" else YoloDecoder(runtime, layout)

@@ -1,0 +1,176 @@
+"""The detector: model resolution (file, folder + manifest, bundled demo), input writing, invoke, decoding.
+
+``Detector.detect(frame)`` returns detections in full-frame normalised coordinates. Recurrent state
+outputs (LSTM-SSD) are copied back into their inputs after each invoke. Per-stage times are accumulated
+for the run summary and the bench.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import DetectConfig, ModelConfig
+from agent.contract import ModelRef
+from agent.errors import ModelError
+from agent.sources.base import Frame
+from agent.vision.decoders import make_decoder
+from agent.vision.formats import ModelLayout, detect_layout
+from agent.vision.interpreter import ModelRuntime
+from agent.vision.preprocess import InputWriter, default_normalization
+from agent.vision.types import Detection
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
+DEFAULT_FLOOR = 0.3
+DEFAULT_NMS_IOU = 0.45
+
+
+def load_labels(path: Path) -> list[str]:
+    """One name a line (index = class id), or ``id name`` lines as Coral label files have."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: label file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read label file: {exc}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ModelError(f"{path}: label file is empty")
+    pairs = [re.match(r"^\s*(\d+)[\s:,]+(.+?)\s*$", ln) for ln in lines]
+    if all(pairs):
+        ids = {int(m.group(1)): m.group(2) for m in pairs if m}
+        return [ids.get(i, f"class{i}") for i in range(max(ids) + 1)]
+    return [ln.strip() for ln in lines]
+
+
+@dataclass
+class ResolvedModel:
+    """Where the model and its labels are, and what its manifest (if any) says."""
+
+    file: Path
+    labels: list[str]
+    labels_file: Path
+    name: str
+    format: str = "auto"
+    resize: str = "auto"
+    normalization: str | None = None
+    score: float | None = None
+    nms_iou: float | None = None
+    manifest: Any = None
+
+
+def resolve_model(cfg: ModelConfig) -> ResolvedModel:
+    """Model path → file + labels + manifest hints. A folder must hold ``manifest.json``."""
+    path = cfg.path or DEMO_MODEL_DIR
+    if cfg.path is None and not (path / "manifest.json").exists():
+        raise ModelError(f"{path}: the bundled demo model is missing (see models/train/README.md)")
+    if path.is_dir():
+        from models.manifest import load_manifest
+
+        man = load_manifest(path)
+        labels_file = cfg.labels or path / man.labels
+        return ResolvedModel(
+            file=path / man.file, labels=load_labels(labels_file), labels_file=labels_file, name=man.name,
+            format=man.format if cfg.format == "auto" else cfg.format,
+            resize=man.input.resize if cfg.resize == "auto" else cfg.resize,
+            normalization=getattr(man.input, "normalization", None),
+            score=man.thresholds.score, nms_iou=man.thresholds.nms_iou, manifest=man,
+        )
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found")
+    labels_file = cfg.labels or path.with_name("labels.txt")
+    if cfg.labels is None and not labels_file.exists():
+        raise ModelError(f"{path}: no labels.txt beside the model; pass --labels FILE")
+    return ResolvedModel(file=path, labels=load_labels(labels_file), labels_file=labels_file, name=path.stem,
+                         format=cfg.format, resize=cfg.resize)
+
+
+@dataclass
+class StageTimes:
+    """Accumulated milliseconds per stage (for summaries and the bench)."""
+
+    preprocess_ms: float = 0.0
+    invoke_ms: float = 0.0
+    decode_ms: float = 0.0
+    count: int = 0
+    invoke_samples: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {"preprocess_ms": self.preprocess_ms / n, "invoke_ms": self.invoke_ms / n,
+                "decode_ms": self.decode_ms / n}
+
+
+class Detector:
+    def __init__(self, model_cfg: ModelConfig, detect_cfg: DetectConfig) -> None:
+        self.resolved = resolve_model(model_cfg)
+        self.runtime = ModelRuntime(self.resolved.file, model_cfg.threads, model_cfg.delegate)
+        self.layout: ModelLayout = detect_layout(
+            self.runtime.inputs, self.runtime.outputs, len(self.resolved.labels), self.resolved.format
+        )
+        if self.layout.kind == "ssd" and self.resolved.manifest is None and model_cfg.resize == "auto":
+            resize = "stretch"
+        else:
+            resize = self.resolved.resize if self.resolved.resize != "auto" else (
+                "stretch" if self.layout.kind == "ssd" else "letterbox")
+        norm = self.resolved.normalization or default_normalization(self.layout.image, self.layout.kind)
+        self.writer = InputWriter(self.runtime, self.layout.image, resize, norm)  # type: ignore[arg-type]
+        self.decoder = make_decoder(self.runtime, self.layout)
+        self.labels = self.resolved.labels
+        self.sha256 = hashlib.sha256(self.runtime.content).hexdigest()
+        self.model_ref = ModelRef(name=self.resolved.name, sha256=self.sha256)
+        self.times = StageTimes()
+        self.configure(detect_cfg)
+
+    def configure(self, cfg: DetectConfig) -> None:
+        """Thresholds can change at run time (config/desired)."""
+        floor = cfg.score_floor if cfg.score_floor is not None else (self.resolved.score or DEFAULT_FLOOR)
+        per_label = [f.min_score for f in cfg.per_label.values() if f.min_score is not None]
+        self.floor = min([floor, *per_label])
+        self.nms_iou = cfg.nms_iou if "nms_iou" in cfg.model_fields_set else (self.resolved.nms_iou or cfg.nms_iou)
+        self.max_detections = cfg.max_detections
+        self.allowed = set(cfg.labels) if cfg.labels else None
+
+    def reset_state(self) -> None:
+        """Zero the recurrent state (a new clip or a reopened camera starts a new sequence)."""
+        for inp, _ in self.layout.state:
+            zero = np.full(inp.shape, inp.zero_point if inp.quantised else 0, inp.dtype)
+            self.runtime.set(inp, zero)
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class{class_id}"
+
+    def detect(self, frame: Frame) -> list[Detection]:
+        t0 = time.perf_counter()
+        geom = self.writer.write(frame.lores if frame.lores is not None else frame.image)
+        t1 = time.perf_counter()
+        self.runtime.invoke()
+        t2 = time.perf_counter()
+        for inp, out in self.layout.state:
+            self.runtime.set(inp, self.runtime.get(out))
+        boxes, scores, classes = self.decoder.decode(self.floor, self.nms_iou, self.max_detections)
+        boxes = geom.to_frame(boxes)
+        dets = []
+        for box, score, cid in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True):
+            label = self.label(int(cid))
+            if self.allowed is not None and label not in self.allowed:
+                continue
+            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+                continue
+            dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        t = self.times
+        t.preprocess_ms += (t1 - t0) * 1e3
+        t.invoke_ms += (t2 - t1) * 1e3
+        t.decode_ms += (t3 - t2) * 1e3
+        t.count += 1
+        if len(t.invoke_samples) < 100_000:
+            t.invoke_samples.append((t2 - t1) * 1e3)
+        return dets

@@ -1,0 +1,135 @@
+"""Load a TFLite model into LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``.
+
+One interpreter per process, reused for every frame. Bad model files become one-line ``ModelError``s
+naming the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _runtime() -> tuple[Any, Any, str]:
+    """(Interpreter class, load_delegate, runtime name); LiteRT first, tflite_runtime as fallback."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "tflite-runtime"
+    except ImportError:
+        raise ModelError(
+            "no TFLite runtime: install ai-edge-litert (or tflite-runtime on boards without a LiteRT wheel)"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def from_details(cls, d: dict[str, Any]) -> TensorInfo:
+        scale, zp = d.get("quantization", (0.0, 0))
+        return cls(d["name"], int(d["index"]), tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]),
+                   float(scale), int(zp))
+
+    @property
+    def quantised(self) -> bool:
+        return self.scale != 0.0 and self.dtype in (np.dtype(np.int8), np.dtype(np.uint8))
+
+    def dequantise(self, values: np.ndarray) -> np.ndarray:
+        if not self.quantised:
+            return values.astype(np.float32, copy=False)
+        return (values.astype(np.float32) - self.zero_point) * self.scale
+
+    def describe(self) -> str:
+        q = f" q=({self.scale:.6g}, {self.zero_point})" if self.quantised else ""
+        return f"{self.name} {self.dtype.name}{list(self.shape)}{q}"
+
+
+TFLITE_MAGIC = b"TFL3"
+
+
+def check_tflite_file(path: Path) -> bytes:
+    """Read a model file, rejecting what is plainly not a TFLite flatbuffer with a clear message."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a folder without manifest.json (give a .tflite or a model folder)") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model: {exc.strerror}") from None
+    if len(data) < 16 or data[4:8] != TFLITE_MAGIC:
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+    return data
+
+
+class ModelRuntime:
+    """A loaded interpreter with its tensors described; ``invoke`` is the only per-frame call."""
+
+    def __init__(self, path: Path, threads: int = 2, delegate: Any = None) -> None:
+        interpreter_cls, load_delegate, self.runtime_name = _runtime()
+        self.path = Path(path)
+        self.content = check_tflite_file(self.path)
+        self.delegate_name = "cpu"
+        delegates = []
+        if delegate is not None and getattr(delegate, "kind", "cpu") == "edgetpu":
+            try:
+                opts = {"device": delegate.device} if delegate.device else {}
+                delegates.append(load_delegate(delegate.library, opts))
+                self.delegate_name = "edgetpu"
+            except (ValueError, OSError) as exc:
+                log.warning("EdgeTPU delegate %s did not load (%s); running on CPU", delegate.library, exc)
+        try:
+            self.interpreter = interpreter_cls(
+                model_content=self.content, num_threads=threads, experimental_delegates=delegates or None
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: the interpreter rejected the model: {first}") from None
+        self.threads = threads
+        self.inputs = [TensorInfo.from_details(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [TensorInfo.from_details(d) for d in self.interpreter.get_output_details()]
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def get(self, info: TensorInfo) -> np.ndarray:
+        return self.interpreter.get_tensor(info.index)
+
+    def set(self, info: TensorInfo, value: np.ndarray) -> None:
+        self.interpreter.set_tensor(info.index, value)
+
+    def input_view(self, info: TensorInfo):
+        """A function returning a writable view of an input tensor (call it per frame, drop it before invoke)."""
+        return self.interpreter.tensor(info.index)
+
+    def ops(self) -> list[str]:
+        """Operator names, when the runtime exposes them (LiteRT does)."""
+        get_ops = getattr(self.interpreter, "_get_ops_details", None)
+        if get_ops is None:
+            return []
+        try:
+            return [op["op_name"] for op in get_ops()]
+        except Exception:  # private API; absence is not an error
+            return []
