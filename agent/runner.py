@@ -1,0 +1,341 @@
+"""``edgecam run``: wire capture → motion gate → detector → event engine → transport, and run the loop.
+
+The loop runs on the main thread (one interpreter per process); capture and MQTT have their own threads.
+Everything the centre can change at run time (config/desired, commands) is handed to the loop through a
+queue, so the pipeline's objects are only ever touched by one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.contract import CommandRequest, Dropped, Health, Versions, utc_now
+from agent.service import sd_notify, setup_logging, watchdog_period_s
+
+log = logging.getLogger("edgecam")
+
+FLUSH_TIMEOUT_S = 30.0
+RESTART_EXIT = 75  # EX_TEMPFAIL: a supervisor restarts us; `edgecam run` re-executes itself instead
+
+
+@dataclass
+class RunOptions:
+    until_eof: bool = False
+    max_frames: int | None = None
+    summary_json: Path | None = None
+    config_path: Path | None = None
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    inferences: int = 0
+    events: int = 0
+    thumbnails: int = 0
+    events_by_type: dict[str, int] = field(default_factory=lambda: {"start": 0, "update": 0, "end": 0})
+    motion_ms: float = 0.0
+    engine_ms: float = 0.0
+    submit_ms: float = 0.0
+    first_frame_s: float | None = None
+
+
+class Agent:
+    """One running node agent. ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: AgentConfig, opts: RunOptions) -> None:
+        from agent.events.ids import new_boot_id
+        from agent.sources import open_source
+        from agent.vision.detector import Detector
+
+        self.cfg = cfg
+        self.opts = opts
+        self.t_start = time.monotonic()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.source = open_source(cfg.source)
+        if self.source.finite:
+            self.source.open()  # a bad file is a one-line error now, not a retry loop later
+        self.detector = Detector(cfg.model, cfg.detect)
+        self.boot_id = new_boot_id()
+        self.counters = Counters()
+        self.stop = threading.Event()
+        self.restart = False
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.last_frame = None
+        self._recent_invoke: deque[float] = deque(maxlen=512)
+        self._health_frames = 0
+        self._health_t = time.monotonic()
+
+    # ------------------------------------------------------------ wiring
+
+    def _build(self) -> None:
+        from agent.events.engine import EventEngine
+        from agent.sources.capture import Capture
+        from agent.transport import Transport
+        from agent.vision.motion import MotionGate
+
+        cfg = self.cfg
+        self.engine = EventEngine(cfg, boot_id=self.boot_id, model=self.detector.model_ref)
+        self.gate = MotionGate(cfg.motion)
+        versions = Versions(agent=__version__, model=f"{self.detector.model_ref.name}@{self.detector.sha256[:12]}")
+        caps = ["events", "thumbs", "snapshot", "config", f"model:{self.detector.layout.kind}",
+                f"source:{cfg.source.kind}"]
+        self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
+                                   on_command=self._on_command, on_config=self._on_config)
+        self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite)
+        self._budget_seen: int | None = None
+
+    # ------------------------------------------------------------ called from the MQTT thread
+
+    def _on_command(self, req: CommandRequest) -> Any:
+        if req.op == "get_config":
+            return json.loads(self.cfg.model_dump_json())
+        if req.op == "set_log_level":
+            level = str(req.args.get("level", "")).upper()
+            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                raise ValueError("args.level must be one of DEBUG, INFO, WARNING, ERROR")
+            logging.getLogger().setLevel(level)
+            return {"level": level}
+        if req.op == "snapshot":
+            return self._snapshot()
+        if req.op == "restart":
+            self.inbox.put(("restart", None))
+            return {"restarting": True}
+        raise ValueError(f"op {req.op} is not handled by this node")
+
+    def _snapshot(self) -> dict[str, Any]:
+        from agent.events.ids import new_event_id
+        from agent.events.thumbnails import encode_full_scene
+
+        frame = self.last_frame
+        if frame is None:
+            raise ValueError("no frame captured yet")
+        jpeg, (w, h) = encode_full_scene(frame.image, self.cfg.thumbnails, self.transport.max_payload)
+        snap_id = new_event_id()
+        self.transport.publish_snapshot(jpeg, snap_id)
+        return {"topic": f"edgecam/v1/{self.cfg.node_id}/thumbs/{snap_id}", "bytes": len(jpeg), "w": w, "h": h,
+                "sha256": hashlib.sha256(jpeg).hexdigest(), "frame_ts": frame.ts}
+
+    def _on_config(self, new_cfg: AgentConfig, version: int) -> bool:
+        restart = any(getattr(new_cfg, k) != getattr(self.cfg, k) for k in COLD_SECTIONS)
+        self.inbox.put(("restart" if restart else "config", new_cfg))
+        return restart
+
+    # ------------------------------------------------------------ loop
+
+    def _apply(self, new_cfg: AgentConfig) -> None:
+        self.cfg = new_cfg
+        self.detector.configure(new_cfg.detect)
+        self.gate.reconfigure(new_cfg.motion)
+        self.engine.reconfigure(new_cfg)
+        logging.getLogger().setLevel(new_cfg.log_level)
+        log.info("applied new config (hot)")
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "config":
+                self._apply(payload)
+            elif kind == "restart":
+                log.info("restart requested")
+                self.restart = True
+                self.stop.set()
+
+    def _submit(self, out: list) -> None:
+        if not out:
+            return
+        t = time.perf_counter()
+        self.transport.submit_many([(o.event, o.thumb) for o in out])
+        self.counters.submit_ms += (time.perf_counter() - t) * 1e3
+        for o in out:
+            self.counters.events += 1
+            self.counters.events_by_type[o.event.type] += 1
+            self.counters.thumbnails += o.thumb is not None
+
+    def _process(self, frame) -> None:
+        c = self.counters
+        c.frames += 1
+        if c.first_frame_s is None:
+            c.first_frame_s = time.monotonic() - self.t_start
+        self.last_frame = frame
+        t0 = time.perf_counter()
+        infer = self.gate.check(frame, time.monotonic(), self.engine.active_tracks > 0)
+        t1 = time.perf_counter()
+        c.motion_ms += (t1 - t0) * 1e3
+        if infer:
+            dets = self.detector.detect(frame)
+            c.inferences += 1
+            self._recent_invoke.append(self.detector.times.invoke_samples[-1])
+            t1 = time.perf_counter()
+            out = self.engine.on_frame(frame, dets)
+        else:
+            out = self.engine.on_skipped_frame(frame)
+        c.engine_ms += (time.perf_counter() - t1) * 1e3
+        self._submit(out)
+
+    def _health(self) -> Health:
+        from agent.events.clock import clock_synced
+        from hardware.probes import Probes
+
+        now = time.monotonic()
+        stats = self.transport.stats()
+        samples = np.asarray(self._recent_invoke, dtype=np.float64)
+        probes = Probes()
+        fps = (self.counters.frames - self._health_frames) / max(now - self._health_t, 1e-6)
+        self._health_frames, self._health_t = self.counters.frames, now
+        return Health(
+            ts=utc_now(), uptime_s=now - self.t_start, fps=round(fps, 2),
+            inference_ms_p50=float(np.percentile(samples, 50)) if samples.size else None,
+            inference_ms_p95=float(np.percentile(samples, 95)) if samples.size else None,
+            frames=self.counters.frames, frames_skipped=self.capture.stats.skipped,
+            inferences=self.counters.inferences, outbox_depth=stats.get("outbox_depth", 0),
+            outbox_bytes=stats.get("outbox_bytes", 0), outbox_oldest_age_s=stats.get("outbox_oldest_age_s"),
+            dropped=Dropped(events=stats.get("dropped_events", 0), thumbnails=stats.get("dropped_thumbs", 0)),
+            source_reconnects=self.capture.stats.reopens, cpu_temp_c=probes.cpu_temp_c(),
+            throttled=probes.throttled(), disk_free_bytes=probes.disk_free_bytes(self.cfg.state_dir),
+            clock_synced=clock_synced(),
+        )
+
+    def _housekeeping(self, now: float) -> None:
+        budget = self.transport.max_payload
+        if budget and budget != self._budget_seen:
+            self._budget_seen = budget
+            self.engine.set_thumb_budget(min(self.cfg.thumbnails.max_bytes, budget))
+        if now >= self._next_health:
+            self._next_health = now + self.cfg.health.period_s
+            try:
+                self.transport.publish_health(self._health())
+            except Exception as exc:  # health is best effort; the pipeline must not stop for it
+                log.warning("health not published: %s", exc)
+        if self._watchdog and now >= self._next_watchdog:
+            self._next_watchdog = now + self._watchdog
+            sd_notify("WATCHDOG=1")
+
+    def run(self) -> int:
+        self._build()
+        self.transport.start()
+        self.capture.start()
+        self._next_health = time.monotonic() + min(5.0, self.cfg.health.period_s)
+        self._watchdog = watchdog_period_s()
+        self._next_watchdog = 0.0
+        sd_notify("READY=1", f"STATUS=running {self.source.describe()}")
+        log.info("edgecam %s node %s: %s → %s (%s) → %s", __version__, self.cfg.node_id, self.source.describe(),
+                 self.detector.resolved.file, self.detector.layout.describe(), self.cfg.mqtt.url)
+        source_done = False
+        while not self.stop.is_set():
+            frame = self.capture.get(timeout=0.2)
+            if frame is not None:
+                self._process(frame)
+            elif self.capture.ended and not source_done:
+                source_done = True
+                self._submit(self.engine.finish(time.time()))
+                if self.opts.until_eof or self.opts.max_frames:
+                    break
+                log.info("source ended; staying connected (use --until-eof to exit)")
+            self._drain_inbox()
+            self._housekeeping(time.monotonic())
+        return self._shutdown(source_done)
+
+    def _shutdown(self, source_done: bool) -> int:
+        sd_notify("STOPPING=1")
+        self.capture.stop()
+        if not source_done:
+            self._submit(self.engine.finish(time.time()))
+        flushed = self.transport.flush(FLUSH_TIMEOUT_S)
+        if not flushed:
+            log.warning("outbox not empty at exit; %s item(s) stay queued for the next start",
+                        self.transport.stats().get("outbox_depth"))
+        self.transport.close()
+        if self.opts.summary_json:
+            write_summary(self.opts.summary_json, self)
+        return RESTART_EXIT if self.restart else 0
+
+    def summary(self) -> dict[str, Any]:
+        c, stats, t = self.counters, self.transport.stats(), self.detector.times
+        elapsed = time.monotonic() - self.t_start
+        cap = self.capture.stats
+        n_frames = max(c.frames, 1)
+        return {
+            "frames": c.frames,
+            "inferences": c.inferences,
+            "events": c.events,
+            "events_by_type": c.events_by_type,
+            "thumbnails": c.thumbnails,
+            "published": stats.get("published", 0),
+            "published_thumbs": stats.get("published_thumbs", 0),
+            "dropped": {"events": stats.get("dropped_events", 0), "thumbnails": stats.get("dropped_thumbs", 0),
+                        "frames_skipped": cap.skipped},
+            "outbox_depth": stats.get("outbox_depth", 0),
+            "tracks": self.engine.stats.get("tracks_started", 0),
+            "elapsed_s": round(elapsed, 3),
+            "first_frame_s": c.first_frame_s,
+            "fps": round(c.frames / elapsed, 2) if elapsed else 0.0,
+            "source_reconnects": cap.reopens,
+            "model": {"name": self.detector.model_ref.name, "sha256": self.detector.sha256,
+                      "format": self.detector.layout.kind, "threads": self.detector.runtime.threads},
+            "timings_ms": {
+                "capture_decode": cap.decode_ms / max(cap.captured, 1),
+                "motion": c.motion_ms / n_frames,
+                **{k.removesuffix("_ms"): v for k, v in t.as_dict().items()},
+                "events_and_thumbnails": c.engine_ms / n_frames,
+                "outbox_submit": c.submit_ms / n_frames,
+            },
+            "timings_basis": "capture_decode per captured frame, preprocess/invoke/decode per inference, "
+                             "others per processed frame",
+            "inference_ms_p50": float(np.percentile(t.invoke_samples, 50)) if t.invoke_samples else None,
+            "inference_ms_p95": float(np.percentile(t.invoke_samples, 95)) if t.invoke_samples else None,
+            "gate_ratio": c.inferences / n_frames,
+        }
+
+
+#: config sections that need a restart to change (everything else is applied hot)
+COLD_SECTIONS = ("node_id", "camera_id", "state_dir", "source", "capture", "model", "mqtt", "outbox")
+
+
+def write_summary(path: Path, agent: Agent) -> None:
+    data = agent.summary()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def _reexec() -> None:
+    """Restart in place (``restart`` command or a cold config change) when no supervisor does it for us."""
+    if os.environ.get("INVOCATION_ID"):  # under systemd: exit and let Restart= bring us back
+        sys.exit(RESTART_EXIT)
+    os.execv(sys.executable, [sys.executable, "-m", "agent.cli", *sys.argv[1:]])
+
+
+def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
+    setup_logging(cfg.log_level)
+    agent = Agent(cfg, opts)
+
+    def _stop(signum, _frame) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = agent.run()
+    if code == RESTART_EXIT:
+        _reexec()
+    return code
