@@ -120,7 +120,7 @@ def run(
 
 @app.command("contract")
 def contract(
-    out: Path = typer.Option(Path("docs"), "--out", help="Folder for schemas/ and asyncapi.yaml."),
+    out: Path = typer.Option(Path("docs"), "--out", help="Folder for schemas/ and asyncapi.json."),
     check: bool = typer.Option(False, "--check", help="Fail if the files in --out are stale."),
 ) -> None:
     """Export the MQTT contract v1 (JSON Schemas and AsyncAPI 3) from the payload models."""

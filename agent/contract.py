@@ -8,9 +8,9 @@ Consumers must ignore unknown fields, so every model allows extra keys on input.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 CONTRACT_VERSION = 1
 ROOT = "edgecam/v1"
@@ -25,14 +25,18 @@ def iso_ms(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: a datetime that goes on the wire as UTC ISO 8601 with milliseconds (``2026-11-27T05:14:38.123Z``)
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(iso_ms, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class Payload(BaseModel):
-    """Base of every payload: unknown fields are ignored, datetimes serialise as ISO ms UTC."""
+    """Base of every payload: unknown fields are ignored (consumers and nodes alike)."""
 
     model_config = ConfigDict(extra="ignore")
-
-    @field_serializer("*", when_used="json")
-    def _ser(self, value: Any) -> Any:
-        return iso_ms(value) if isinstance(value, datetime) else value
 
 
 class ThumbRef(Payload):
@@ -66,9 +70,9 @@ class Event(Payload):
     top_score: float = Field(ge=0, le=1)
     bbox: BBox = Field(description="[x1, y1, x2, y2] normalised to 0..1 of the full frame")
     zones: list[str] = Field(default_factory=list)
-    ts: datetime = Field(description="frame time")
-    start_ts: datetime
-    end_ts: datetime | None = None
+    ts: UtcTime = Field(description="frame time")
+    start_ts: UtcTime
+    end_ts: UtcTime | None = None
     clock_synced: bool
     historical: bool = Field(False, description="true when replayed from the outbox after an outage")
     thumb: ThumbRef | None = None
@@ -86,7 +90,7 @@ class State(Payload):
     online: bool
     bd_seq: int = Field(ge=0)
     boot_id: str | None = None
-    ts: datetime | None = None
+    ts: UtcTime | None = None
     versions: Versions | None = None
     caps: list[str] = Field(default_factory=list)
 
@@ -99,7 +103,7 @@ class Dropped(Payload):
 class Health(Payload):
     """Periodic node health on ``health`` (QoS 0, message expiry two periods)."""
 
-    ts: datetime
+    ts: UtcTime
     uptime_s: float
     fps: float
     inference_ms_p50: float | None = None
@@ -165,7 +169,7 @@ class OtaStatus(Payload):
 
 class CentreState(Payload):
     online: bool
-    ts: datetime | None = None
+    ts: UtcTime | None = None
 
 
 class Topics:

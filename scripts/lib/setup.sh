@@ -1,0 +1,60 @@
+# Shared set-up for scripts/demo, scripts/test and scripts/bench (sourced, not run).
+# Installs, only when missing: Mosquitto (apt), python3-venv (apt), the project in .venv with EXTRAS.
+# Re-running is cheap: the venv is reinstalled only when pyproject.toml changed.
+
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+VENV="${EDGECAM_VENV:-$REPO/.venv}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root or sudo to run: $*" >&2; return 1; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null || { echo "no apt-get: install $* with your package manager" >&2; return 1; }
+  if [ "$APT_UPDATED" = 0 ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_mosquitto() {
+  if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    say "installing Mosquitto (apt)"
+    apt_install mosquitto
+  fi
+  # the Debian package enables a system broker on 1883; our tests and demo start their own on free ports
+}
+
+ensure_python() {
+  local py="${PYTHON:-python3}"
+  command -v "$py" >/dev/null || { say "installing python3 (apt)"; apt_install python3 python3-venv; }
+  "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+    echo "edgecam needs Python 3.10 or newer; $("$py" --version) found" >&2; exit 1; }
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$py" -m venv "$VENV" 2>/dev/null; then
+      rm -rf "$VENV"
+      say "installing python3-venv (apt)"
+      apt_install python3-venv
+      "$py" -m venv "$VENV"
+    fi
+  fi
+}
+
+ensure_venv() {  # ensure_venv "test,bench"
+  local extras="$1"
+  ensure_python
+  local stamp="$VENV/.edgecam-installed"
+  local want
+  want="$(sha256sum pyproject.toml | cut -c1-16) [$extras]"
+  if [ ! -f "$stamp" ] || ! grep -qxF -- "$want" "$stamp"; then
+    say "installing edgecam and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    echo "$want" >> "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}

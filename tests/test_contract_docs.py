@@ -1,0 +1,30 @@
+"""The committed contract docs must be what the payload models generate."""
+
+from pathlib import Path
+
+from agent.contract_docs import check_docs, render
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_committed_docs_are_fresh():
+    assert check_docs(DOCS) == [], "run `edgecam contract` and commit docs/"
+
+
+def test_stale_docs_are_detected(tmp_path):
+    for rel, text in render().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "schemas/Event.schema.json").write_text("{}")
+    assert check_docs(tmp_path) == ["schemas/Event.schema.json"]
+
+
+def test_asyncapi_covers_every_contract_topic():
+    import json
+
+    doc = json.loads(render()["asyncapi.json"])
+    addresses = {ch["address"] for ch in doc["channels"].values()}
+    for leaf in ("state", "health", "events", "thumbs/{event_id}", "cmd/req", "cmd/res", "config/desired",
+                 "config/reported", "ota/job", "ota/status"):
+        assert f"edgecam/v1/{{node_id}}/{leaf}" in addresses
+    assert doc["asyncapi"] == "3.0.0"
