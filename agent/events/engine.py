@@ -1,0 +1,286 @@
+"""Event engine: turns tracks into contract events (``start`` / ``update`` / ``end``) with thumbnails.
+
+Per confirmed track: one ``start`` (with the best thumbnail so far), ``update`` only on a significant
+change (label, zones, top score up by ``top_score_delta``, centre moved by ``bbox_move`` of the box
+diagonal, or a heartbeat), and one ``end`` when the track is lost or the source ends. Changes other than
+the heartbeat are rate-limited by ``min_update_interval_s``. Parked (stationary) tracks send no score or
+movement updates and heartbeat ``STATIONARY_HEARTBEAT`` times less often: a parked car is one event
+chain, not one event a minute.
+
+Thumbnails: the best frame of a track (score × √area, halved when the box touches the frame edge) is
+cropped whenever it improves by ``THUMB_IMPROVE``; it is JPEG-encoded only when an event is about to
+carry it, and attached only if it differs from the last one sent for that track. The ``start`` always
+carries one, so every track has a thumbnail by its ``end`` (unless thumbnails are disabled).
+
+Frames the motion gate skipped (``on_skipped_frame``) carry no detections: they never count as misses
+(nothing moved, so nothing left), but heartbeats and ends already due (a track missed on enough inferred
+frames, see ``agent.tracking.tracker``) are still emitted on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from agent.config import AgentConfig
+from agent.contract import Event, ModelRef, ThumbRef
+from agent.events.clock import CachedClockSync
+from agent.events.ids import SeqStore, uuid7
+from agent.events.thumbnails import Thumb, Thumbnailer
+from agent.sources.base import Frame
+from agent.tracking.tracker import Track, Tracker
+from agent.tracking.zones import BBox, ZoneSet
+from agent.vision.types import Detection
+
+#: a parked track heartbeats this many times less often than ``events.heartbeat_s``
+STATIONARY_HEARTBEAT = 10
+#: a new best frame must beat the current one by this share to be cropped again
+THUMB_IMPROVE = 0.10
+#: boxes within this distance of the frame border are likely cut off (a walker half in view)
+EDGE_MARGIN = 0.005
+
+
+@dataclass
+class Outgoing:
+    event: Event
+    thumb: bytes | None  # JPEG to publish on thumbs/{event.event_id}, or None
+
+
+@dataclass(eq=False)
+class _TrackState:
+    """What the engine remembers about one track: what it last sent and its best frame."""
+
+    track: Track
+    zones: list[str] = field(default_factory=list)
+    started: bool = False
+    last_event_ts: float = 0.0
+    sent_label: str = ""
+    sent_zones: list[str] = field(default_factory=list)
+    sent_top: float = 0.0
+    sent_bbox: BBox = (0.0, 0.0, 0.0, 0.0)
+    best_q: float = -1.0
+    best_crop: np.ndarray | None = None
+    best_version: int = 0
+    thumb: Thumb | None = None
+    thumb_version: int = -1
+    thumb_budget: int = 0
+    sent_sha: str | None = None
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def frame_quality(score: float, bbox: BBox) -> float:
+    """How good a frame of the object is for a thumbnail: confident, large, and not cut by the border."""
+    x1, y1, x2, y2 = bbox
+    q = score * math.sqrt(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+    if min(x1, y1) <= EDGE_MARGIN or max(x2, y2) >= 1 - EDGE_MARGIN:
+        q *= 0.5
+    return q
+
+
+class EventEngine:
+    """Tracker + event decisions + thumbnails for one camera. Not thread-safe: the runner's loop calls it."""
+
+    def __init__(self, cfg: AgentConfig, *, boot_id: str, model: ModelRef,
+                 clock_synced: Callable[[], bool] | None = None) -> None:
+        self.boot_id = boot_id
+        self.model = model
+        self._clock_synced = clock_synced or CachedClockSync()
+        self._seq = SeqStore(cfg.state_dir)
+        self._zones = ZoneSet(cfg.zones, cfg.masks)
+        self.tracker = Tracker(cfg.tracker, cfg.detect, self._zones)
+        self.thumbnailer = Thumbnailer(cfg.thumbnails)
+        self._states: dict[int, _TrackState] = {}
+        self._last_ts = 0.0
+        self._counts: dict[str, int] = {
+            "frames": 0, "skipped_frames": 0, "detections": 0, "detections_filtered": 0,
+            "tracks_started": 0, "tracks_ended": 0, "tracks_discarded": 0, "thumbnails": 0,
+            "thumb_bytes": 0, "crops": 0,
+        }
+        self._events = {"start": 0, "update": 0, "end": 0}
+        self._reasons: dict[str, int] = {}
+        self.cfg = cfg
+
+    # ------------------------------------------------------------ runner API
+
+    def on_frame(self, frame: Frame, detections: list[Detection]) -> list[Outgoing]:
+        ts = frame.ts
+        self._last_ts = ts
+        self._counts["frames"] += 1
+        self._counts["detections"] += len(detections)
+        upd = self.tracker.update(detections, ts)
+        self._counts["detections_filtered"] += upd.filtered
+        out = self._end(upd.ended, ts)
+        for track in upd.seen:
+            st = self._states.get(track.uid)
+            if st is None:
+                st = self._states[track.uid] = _TrackState(track=track)
+            st.zones = self._zones.zones_of(track.label, track.bbox)
+            self._consider_thumb(st, frame.image)
+        out += self._decide(ts)
+        return out
+
+    def on_skipped_frame(self, frame: Frame) -> list[Outgoing]:
+        ts = frame.ts
+        self._last_ts = ts
+        self._counts["skipped_frames"] += 1
+        out = self._end(self.tracker.tick(ts), ts)
+        return out + self._decide(ts)
+
+    def finish(self, ts: float) -> list[Outgoing]:
+        """End every open track (source ended or shutdown) and record the exact next seq."""
+        out = self._end(self.tracker.end_all(), ts)
+        self._seq.close()
+        return out
+
+    def reconfigure(self, cfg: AgentConfig) -> None:
+        """Apply thresholds, filters, zones, masks and thumbnail settings to live tracks from now on."""
+        self._zones = ZoneSet(cfg.zones, cfg.masks)
+        self.tracker.reconfigure(cfg.tracker, cfg.detect, self._zones)
+        self.thumbnailer.reconfigure(cfg.thumbnails)
+        self.cfg = cfg
+
+    def set_thumb_budget(self, max_bytes: int) -> None:
+        """Shrink the JPEG budget below ``thumbnails.max_bytes`` (the broker's max packet size)."""
+        self.thumbnailer.set_budget(max_bytes)
+
+    @property
+    def active_tracks(self) -> int:
+        """Confirmed tracks currently open."""
+        return sum(1 for t in self.tracker.tracks if t.confirmed)
+
+    @property
+    def moving_tracks(self) -> int:
+        """Live tracks that are not parked: pass ``moving_tracks > 0`` as the gate's ``tracks_active``."""
+        return self.tracker.moving(self._last_ts)
+
+    @property
+    def stats(self) -> dict:
+        th = self.thumbnailer
+        return {**self._counts, "events": dict(self._events), "update_reasons": dict(self._reasons),
+                "active_tracks": self.active_tracks, "thumb_encodes": th.encodes,
+                "thumb_encode_ms": round(th.encode_ms, 3), "thumb_over_budget": th.over_budget,
+                "thumb_budget": th.budget, "seq_next": self._seq.peek()}
+
+    # ------------------------------------------------------------ decisions
+
+    def _decide(self, ts: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for track in self.tracker.tracks:
+            if not track.confirmed:
+                continue
+            st = self._states[track.uid]
+            if not st.started:
+                self._counts["tracks_started"] += 1
+                out.append(self._emit("start", st, ts))
+                continue
+            reasons = self._update_reasons(st, ts)
+            if reasons:
+                for r in reasons:
+                    self._reasons[r] = self._reasons.get(r, 0) + 1
+                out.append(self._emit("update", st, ts))
+        return out
+
+    def _update_reasons(self, st: _TrackState, ts: float) -> list[str]:
+        ev, t = self.cfg.events, st.track
+        since = ts - st.last_event_ts
+        parked = t.stationary(ts, self.cfg.tracker.stationary_s)
+        reasons = []
+        if since >= ev.heartbeat_s * (STATIONARY_HEARTBEAT if parked else 1):
+            reasons.append("heartbeat")
+        if since < ev.min_update_interval_s:
+            return reasons
+        if ev.on_label_change and t.label != st.sent_label:
+            reasons.append("label")
+        if ev.on_zone_change and st.zones != st.sent_zones:
+            reasons.append("zones")
+        if not parked:
+            if t.top_score >= st.sent_top + ev.top_score_delta and ev.top_score_delta > 0:
+                reasons.append("top_score")
+            if ev.bbox_move > 0 and self._moved(st.sent_bbox, t.bbox) >= ev.bbox_move:
+                reasons.append("moved")
+        return reasons
+
+    @staticmethod
+    def _moved(a: BBox, b: BBox) -> float:
+        """Centre displacement from ``a`` to ``b`` as a share of ``a``'s diagonal."""
+        diag = math.hypot(a[2] - a[0], a[3] - a[1])
+        d = math.hypot((b[0] + b[2] - a[0] - a[2]) / 2, (b[1] + b[3] - a[1] - a[3]) / 2)
+        return d / diag if diag > 0 else math.inf
+
+    def _end(self, tracks: list[Track], ts: float) -> list[Outgoing]:
+        out = []
+        for track in tracks:
+            st = self._states.pop(track.uid, None)
+            if st is None or not st.started:
+                self._counts["tracks_discarded"] += 1
+                continue
+            self._counts["tracks_ended"] += 1
+            out.append(self._emit("end", st, ts))
+        return out
+
+    # ------------------------------------------------------------ building
+
+    def _emit(self, kind: str, st: _TrackState, ts: float) -> Outgoing:
+        t = st.track
+        ref, jpeg = self._thumb(st)
+        assert t.track_id is not None
+        event = Event(
+            event_id=uuid7(int(ts * 1000)),
+            node_id=self.cfg.node_id,
+            camera_id=self.cfg.camera_id,
+            boot_id=self.boot_id,
+            seq=self._seq.next(),
+            type=kind,
+            track_id=t.track_id,
+            label=t.label,
+            score=round(min(1.0, max(0.0, t.score)), 4),
+            top_score=round(min(1.0, max(0.0, t.top_score)), 4),
+            bbox=tuple(round(min(1.0, max(0.0, v)), 4) for v in t.bbox),
+            zones=list(st.zones),
+            ts=_dt(ts),
+            start_ts=_dt(t.first_ts),
+            end_ts=_dt(min(t.last_seen, ts)) if kind == "end" else None,
+            clock_synced=bool(self._clock_synced()),
+            thumb=ref,
+            model=self.model,
+        )
+        self._events[kind] += 1
+        st.started = True
+        st.last_event_ts = ts
+        st.sent_label, st.sent_zones, st.sent_top, st.sent_bbox = t.label, list(st.zones), t.top_score, t.bbox
+        return Outgoing(event=event, thumb=jpeg)
+
+    def _consider_thumb(self, st: _TrackState, image: np.ndarray) -> None:
+        if not self.cfg.thumbnails.enabled:
+            return
+        t = st.track
+        q = frame_quality(t.score, t.bbox)
+        if st.best_crop is not None and q <= st.best_q * (1 + THUMB_IMPROVE):
+            return
+        st.best_q = q
+        st.best_crop = self.thumbnailer.crop(image, t.bbox)
+        st.best_version += 1
+        self._counts["crops"] += 1
+
+    def _thumb(self, st: _TrackState) -> tuple[ThumbRef | None, bytes | None]:
+        if not self.cfg.thumbnails.enabled or st.best_crop is None:
+            return None, None
+        budget = self.thumbnailer.budget
+        stale = st.thumb_version != st.best_version
+        misfit = st.thumb_budget != budget and (st.thumb is None or len(st.thumb.jpeg) > budget)
+        if stale or misfit:
+            st.thumb = self.thumbnailer.encode(st.best_crop)
+            st.thumb_version, st.thumb_budget = st.best_version, budget
+        if st.thumb is None or st.thumb.sha256 == st.sent_sha:
+            return None, None
+        st.sent_sha = st.thumb.sha256
+        self._counts["thumbnails"] += 1
+        self._counts["thumb_bytes"] += len(st.thumb.jpeg)
+        return st.thumb.ref, st.thumb.jpeg

@@ -1,0 +1,114 @@
+"""Identifiers: UUIDv7 event ids, boot ids, and the per-node ``seq`` persisted across restarts.
+
+``seq`` must be monotonic per node across restarts without an fsync per event, so the store *reserves*
+blocks: the file holds a number no issued seq has reached yet; when the block runs out the next
+boundary is written (atomically: temp file, fsync, rename, fsync of the directory) before any seq
+of the new block is issued. A crash therefore skips at most one block, never repeats a number.
+A clean ``close`` writes the exact next value so restarts leave no gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+from agent.errors import EdgecamError
+
+log = logging.getLogger(__name__)
+
+SEQ_FILE = "seq"
+SEQ_BLOCK = 64
+
+
+def uuid7(unix_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, 74 random bits; sorts by time."""
+    ms = int(time.time() * 1000) if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def new_boot_id() -> str:
+    """A fresh id for this process's lifetime (UUIDv7 so boots sort by start time)."""
+    return uuid7()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class SeqStore:
+    """Issues ``seq`` numbers from ``state_dir/seq``; see the module doc for the reservation scheme."""
+
+    def __init__(self, state_dir: Path, block: int = SEQ_BLOCK) -> None:
+        self.path = Path(state_dir) / SEQ_FILE
+        self.block = max(1, block)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgecamError(f"state_dir {self.path.parent}: cannot create ({exc.strerror})") from None
+        self._next = self._load()
+        self._reserved = self._next
+
+    def _load(self) -> int:
+        try:
+            raw = self.path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        except (OSError, UnicodeDecodeError) as exc:
+            raw = f"<unreadable: {exc}>"
+        try:
+            value = int(raw)
+            if value < 0:
+                raise ValueError(raw)
+            return value
+        except ValueError:
+            # A damaged file must not stop the node nor repeat numbers: continue from the epoch time in
+            # milliseconds, which is larger than any seq a node can have issued one by one.
+            fallback = int(time.time() * 1000)
+            log.warning("%s: unreadable seq %r; continuing from %d", self.path, raw[:40], fallback)
+            return fallback
+
+    def next(self) -> int:
+        if self._next >= self._reserved:
+            self._reserved = self._next + self.block
+            self._write(self._reserved)
+        value = self._next
+        self._next += 1
+        return value
+
+    def peek(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        """Record the exact next value (no gap on restart); later ``next`` calls reserve a new block."""
+        self._write(self._next)
+        self._reserved = self._next
+
+    def _write(self, value: int) -> None:
+        try:
+            _atomic_write(self.path, f"{value}\n")
+        except OSError as exc:
+            raise EdgecamError(f"state_dir {self.path}: cannot write seq ({exc.strerror})") from None

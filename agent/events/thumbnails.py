@@ -1,0 +1,144 @@
+"""Thumbnails: a crop of the full-resolution frame around a track's box, as a JPEG under a byte budget.
+
+The crop keeps ``context`` of the box size as margin on each side (a face without its street corner
+tells an operator little), is taken at the object's native resolution and only ever downscaled so its
+long side is at most ``max_side``. Encoding steps the quality down to ``min_quality``, then the size
+down, until the JPEG fits ``max_bytes`` (which the transport may shrink at run time to the broker's
+maximum packet size). Cropping is cheap and happens whenever a track's best frame improves; encoding
+happens only when a thumbnail is about to be sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from agent.config import ThumbnailConfig
+from agent.contract import ThumbRef
+
+try:
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency; OpenCV is the fallback
+    simplejpeg = None
+
+BBox = tuple[float, float, float, float]
+
+QUALITY_STEP = 10
+SIZE_STEP = 0.75
+MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class Thumb:
+    jpeg: bytes
+    sha256: str
+    w: int
+    h: int
+
+    @property
+    def ref(self) -> ThumbRef:
+        return ThumbRef(sha256=self.sha256, bytes=len(self.jpeg), w=self.w, h=self.h)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """RGB uint8 → JPEG bytes (simplejpeg, else OpenCV)."""
+    rgb = np.ascontiguousarray(rgb)
+    if simplejpeg is not None:
+        return simplejpeg.encode_jpeg(rgb, quality=int(quality), colorspace="RGB")
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np.ndarray:
+    """The box plus ``context`` margin, clipped to the frame, downscaled to ``max_side`` (never up)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = bbox
+    mx, my = (x2 - x1) * context, (y2 - y1) * context
+    px1 = int(np.floor(max(0.0, x1 - mx) * w))
+    py1 = int(np.floor(max(0.0, y1 - my) * h))
+    px2 = int(np.ceil(min(1.0, x2 + mx) * w))
+    py2 = int(np.ceil(min(1.0, y2 + my) * h))
+    # tiny boxes still give a legible crop: grow to MIN_SIDE around the centre where the frame allows
+    if px2 - px1 < MIN_SIDE:
+        c = (px1 + px2) // 2
+        px1 = max(0, min(w - MIN_SIDE, c - MIN_SIDE // 2))
+        px2 = min(w, px1 + MIN_SIDE)
+    if py2 - py1 < MIN_SIDE:
+        c = (py1 + py2) // 2
+        py1 = max(0, min(h - MIN_SIDE, c - MIN_SIDE // 2))
+        py2 = min(h, py1 + MIN_SIDE)
+    crop = image[py1:py2, px1:px2]
+    return downscale(crop, max_side)
+
+
+def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
+    """A copy with the long side at most ``max_side`` (INTER_AREA), never upscaled."""
+    h, w = img.shape[:2]
+    long_side = max(h, w)
+    if long_side <= max_side:
+        return np.ascontiguousarray(img).copy()
+    scale = max_side / long_side
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+class Thumbnailer:
+    """Crops and encodes thumbnails; keeps the byte budget (config value, shrinkable at run time)."""
+
+    def __init__(self, cfg: ThumbnailConfig) -> None:
+        self.cfg = cfg
+        self._cap: int | None = None
+        self.encodes = 0
+        self.encode_ms = 0.0
+        self.over_budget = 0
+
+    def reconfigure(self, cfg: ThumbnailConfig) -> None:
+        self.cfg = cfg
+
+    def set_budget(self, max_bytes: int | None) -> None:
+        """Cap the budget below the configured one (e.g. the broker's maximum packet minus headers)."""
+        self._cap = None if max_bytes is None else max(1, int(max_bytes))
+
+    @property
+    def budget(self) -> int:
+        return self.cfg.max_bytes if self._cap is None else min(self.cfg.max_bytes, self._cap)
+
+    def crop(self, image: np.ndarray, bbox: BBox) -> np.ndarray:
+        return crop_box(image, bbox, self.cfg.context, self.cfg.max_side)
+
+    def _qualities(self) -> list[int]:
+        top, low = self.cfg.quality, min(self.cfg.min_quality, self.cfg.quality)
+        out = list(range(top, low, -QUALITY_STEP))
+        return [*out, low]
+
+    def encode(self, crop: np.ndarray) -> Thumb | None:
+        """The best-quality JPEG of ``crop`` within the budget, or None when even a tiny one does not fit."""
+        budget = self.budget
+        t0 = time.perf_counter()
+        try:
+            img = crop
+            qualities = self._qualities()
+            while True:
+                for q in qualities:
+                    data = encode_jpeg(img, q)
+                    self.encodes += 1
+                    if len(data) <= budget:
+                        h, w = img.shape[:2]
+                        return Thumb(jpeg=data, sha256=hashlib.sha256(data).hexdigest(), w=w, h=h)
+                h, w = img.shape[:2]
+                if max(h, w) <= MIN_SIDE:
+                    self.over_budget += 1
+                    return None
+                # estimate the scale from the overshoot (bytes grow roughly with pixel count)
+                ratio = min(SIZE_STEP, (budget / len(data)) ** 0.5 * 0.95)
+                size = (max(1, min(w, round(w * ratio))), max(1, min(h, round(h * ratio))))
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+                qualities = qualities[-1:]
+        finally:
+            self.encode_ms += (time.perf_counter() - t0) * 1000
