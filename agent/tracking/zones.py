@@ -43,7 +43,8 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
     crosses = (y1 > py) != (y2 > py)  # (N, M): edge straddles the horizontal line through the point
     dy = np.where(y2 == y1, 1.0, y2 - y1)
-    x_at = x1 + (py - y1) * (x2 - x1) / dy
+    with np.errstate(over="ignore", invalid="ignore"):  # near-horizontal edges: huge x_at is still right
+        x_at = x1 + (py - y1) * (x2 - x1) / dy
     hits = crosses & (px < x_at)
     return (np.count_nonzero(hits, axis=1) % 2) == 1
 

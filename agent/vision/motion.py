@@ -70,9 +70,13 @@ class MotionGate:
             self.last_area = 0.0
             return False
         bg = self._bg
-        # remove a uniform brightness shift first (exposure steps) so it never counts as motion
-        shift = float(grey.mean()) - float(bg.mean())
-        diff = cv2.absdiff(grey.astype(np.float32), bg + shift)
+        # Fit the background to the frame's global gain and offset first (exposure steps, street lights,
+        # clouds), saturating like the sensor does, so a global change never counts as motion.
+        g_mean, g_std = cv2.meanStdDev(grey)
+        b_mean, b_std = cv2.meanStdDev(bg)
+        gain = float(g_std[0, 0]) / float(b_std[0, 0]) if b_std[0, 0] > 1.0 else 1.0
+        ref = np.clip(bg * gain + (float(g_mean[0, 0]) - gain * float(b_mean[0, 0])), 0, 255)
+        diff = cv2.absdiff(grey.astype(np.float32), ref)
         mask = (diff > cfg.pixel_threshold).astype(np.uint8)
         total = mask.size
         changed = int(np.count_nonzero(mask))
