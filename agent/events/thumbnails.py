@@ -60,10 +60,11 @@ def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np
     h, w = image.shape[:2]
     x1, y1, x2, y2 = bbox
     mx, my = (x2 - x1) * context, (y2 - y1) * context
-    px1 = int(np.floor(max(0.0, x1 - mx) * w))
-    py1 = int(np.floor(max(0.0, y1 - my) * h))
-    px2 = int(np.ceil(min(1.0, x2 + mx) * w))
-    py2 = int(np.ceil(min(1.0, y2 + my) * h))
+    eps = 1e-6  # 0.55 * 720 is 396.00000000000006: not a reason for one more pixel row
+    px1 = int(np.floor(max(0.0, x1 - mx) * w + eps))
+    py1 = int(np.floor(max(0.0, y1 - my) * h + eps))
+    px2 = int(np.ceil(min(1.0, x2 + mx) * w - eps))
+    py2 = int(np.ceil(min(1.0, y2 + my) * h - eps))
     # tiny boxes still give a legible crop: grow to MIN_SIDE around the centre where the frame allows
     if px2 - px1 < MIN_SIDE:
         c = (px1 + px2) // 2

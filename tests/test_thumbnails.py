@@ -1,0 +1,105 @@
+"""Thumbnails: crop with context, never upscale, max_side, byte budget always kept, sha256 of the bytes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+import simplejpeg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.config import ThumbnailConfig
+from agent.events.thumbnails import Thumbnailer, crop_box, encode_jpeg
+
+
+@pytest.fixture(scope="module")
+def noise_frame() -> np.ndarray:
+    """Full HD noise: the worst case for JPEG size."""
+    return np.random.default_rng(0).integers(0, 256, size=(1080, 1920, 3), dtype=np.uint8)
+
+
+def test_crop_adds_context_and_clips_to_frame():
+    img = np.zeros((100, 200, 3), np.uint8)
+    crop = crop_box(img, (0.25, 0.25, 0.75, 0.75), context=0.1, max_side=10_000)
+    # box is 100 x 50 px; 10 % margin each side → 120 x 60
+    assert crop.shape[:2] == (60, 120)
+    edge = crop_box(img, (0.0, 0.0, 0.5, 0.5), context=0.5, max_side=10_000)
+    assert edge.shape[:2] == (75, 150)  # clipped at the top-left border
+
+
+def test_never_upscales_and_respects_max_side():
+    img = np.random.default_rng(1).integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
+    small = crop_box(img, (0.5, 0.5, 0.52, 0.55), context=0.0, max_side=320)
+    assert small.shape[:2] == (36, 26)  # native pixels: 25.6 x 36 → ceil/floor to whole pixels
+    big = crop_box(img, (0.0, 0.0, 1.0, 1.0), context=0.0, max_side=320)
+    assert big.shape[:2] == (180, 320)
+    tiny = crop_box(img, (0.5, 0.5, 0.5001, 0.5001), context=0.0, max_side=320)
+    assert min(tiny.shape[:2]) >= 8
+
+
+def test_budget_kept_and_sha_matches(noise_frame):
+    th = Thumbnailer(ThumbnailConfig(max_bytes=8_000, max_side=320, quality=90, min_quality=40))
+    crop = th.crop(noise_frame, (0.1, 0.1, 0.6, 0.9))
+    thumb = th.encode(crop)
+    assert thumb is not None
+    assert len(thumb.jpeg) <= 8_000
+    assert hashlib.sha256(thumb.jpeg).hexdigest() == thumb.sha256 == thumb.ref.sha256
+    assert thumb.ref.bytes == len(thumb.jpeg)
+    decoded = simplejpeg.decode_jpeg(thumb.jpeg)
+    assert decoded.shape[:2] == (thumb.h, thumb.w)
+    # noise does not fit at full size: the size was stepped down below the crop's
+    assert thumb.w < crop.shape[1]
+
+
+def test_quality_first_on_easy_content():
+    th = Thumbnailer(ThumbnailConfig(max_bytes=24_000, max_side=320))
+    smooth = np.zeros((200, 300, 3), np.uint8)
+    smooth[:, :, 0] = np.linspace(0, 255, 300, dtype=np.uint8)
+    thumb = th.encode(smooth)
+    assert thumb is not None and (thumb.w, thumb.h) == (300, 200)  # fits at full size and top quality
+    assert thumb.jpeg == encode_jpeg(smooth, 85)
+    assert th.encodes == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    budget=st.integers(1_000, 60_000),
+    box=st.tuples(st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.01, 1), st.floats(0.01, 1)),
+    max_side=st.integers(32, 640),
+)
+def test_budget_property(noise_frame, budget, box, max_side):
+    x1, y1, w, h = box
+    bbox = (x1, y1, min(1.0, x1 + w), min(1.0, y1 + h))
+    th = Thumbnailer(ThumbnailConfig(max_bytes=budget, max_side=max_side))
+    thumb = th.encode(th.crop(noise_frame, bbox))
+    assert thumb is not None
+    assert len(thumb.jpeg) <= budget
+    assert max(thumb.w, thumb.h) <= max_side
+
+
+def test_runtime_budget_shrinks(noise_frame):
+    th = Thumbnailer(ThumbnailConfig(max_bytes=40_000))
+    crop = th.crop(noise_frame, (0.2, 0.2, 0.5, 0.8))
+    first = th.encode(crop)
+    th.set_budget(3_000)
+    assert th.budget == 3_000
+    second = th.encode(crop)
+    assert first is not None and second is not None
+    assert len(second.jpeg) <= 3_000 < len(first.jpeg)
+    th.set_budget(10**9)
+    assert th.budget == 40_000  # a cap never raises the configured budget
+    th.set_budget(200)  # smaller than any JPEG (headers alone): no thumbnail rather than an oversized one
+    assert th.encode(crop) is None and th.over_budget == 1
+
+
+def test_opencv_fallback_encodes_same_size(monkeypatch):
+    import agent.events.thumbnails as mod
+
+    img = cv2.resize(np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8), (64, 48))
+    monkeypatch.setattr(mod, "simplejpeg", None)
+    data = mod.encode_jpeg(img, 80)
+    assert data[:2] == b"\xff\xd8"
+    assert simplejpeg.decode_jpeg(data).shape == (48, 64, 3)
