@@ -137,26 +137,17 @@ def contract(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry: user errors become one line on stderr and exit 2, never a traceback."""
+    """Console entry: user errors become one line on stderr and exit 2, never a traceback.
+
+    Usage errors are typer's own (exit 2); typer exits through SystemExit, which passes through.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="edgecam")
     except EdgecamError as exc:
         typer.echo(f"edgecam: error: {exc}", err=True)
         return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        typer.echo("edgecam: aborted", err=True)
-        return 130
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 

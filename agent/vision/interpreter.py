@@ -6,7 +6,11 @@ naming the file, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,27 @@ def check_tflite_file(path: Path) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """The TFLite C++ runtime prints ``INFO: Created … XNNPACK delegate`` straight to fd 2; route what it
+    prints while loading into our log (debug level) so the CLI's stderr stays for real errors."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (daemonised): nothing to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines():
+                log.debug("litert: %s", line)
+
+
 class ModelRuntime:
     """A loaded interpreter with its tensors described; ``invoke`` is the only per-frame call."""
 
@@ -100,10 +125,11 @@ class ModelRuntime:
             except (ValueError, OSError) as exc:
                 log.warning("EdgeTPU delegate %s did not load (%s); running on CPU", delegate.library, exc)
         try:
-            self.interpreter = interpreter_cls(
-                model_content=self.content, num_threads=threads, experimental_delegates=delegates or None
-            )
-            self.interpreter.allocate_tensors()
+            with native_stderr_to_log():
+                self.interpreter = interpreter_cls(
+                    model_content=self.content, num_threads=threads, experimental_delegates=delegates or None
+                )
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: the interpreter rejected the model: {first}") from None

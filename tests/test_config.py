@@ -1,0 +1,59 @@
+"""Config: TOML → env → CLI precedence, discriminated source kinds, one-line errors with field paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.cli import run_overrides
+from agent.config import FileSource, SyntheticSource, env_overrides, load_config
+from agent.errors import ConfigError
+
+
+def test_precedence_toml_env_cli(tmp_path):
+    toml = tmp_path / "node.toml"
+    toml.write_text('node_id = "from-file"\n[model]\nthreads = 1\n[mqtt]\nurl = "mqtt://file:1883"\n'
+                    '[source]\nkind = "synthetic"\nseed = 3\n')
+    env = {"EDGECAM_MODEL__THREADS": "3", "EDGECAM_MQTT__URL": "mqtt://env:1883"}
+    cfg = load_config(toml, {"mqtt": {"url": "mqtts://cli:8883"}}, environ=env)
+    assert cfg.node_id == "from-file" and cfg.model.threads == 3 and cfg.mqtt.url == "mqtts://cli:8883"
+    assert isinstance(cfg.source, SyntheticSource) and cfg.source.seed == 3
+
+
+def test_source_kind_switch_replaces_the_section(tmp_path):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"x")
+    cfg = load_config(None, run_overrides(str(clip), None, None, None, None, None, fast=True), environ={})
+    assert isinstance(cfg.source, FileSource) and cfg.capture.fast
+
+
+def test_env_values_are_toml_literals():
+    out = env_overrides({"EDGECAM_MOTION__ENABLED": "false", "EDGECAM_DETECT__LABELS": '["car", "person"]',
+                         "EDGECAM_NODE_ID": "n-7", "OTHER": "x"})
+    assert out == {"motion": {"enabled": False}, "detect": {"labels": ["car", "person"]}, "node_id": "n-7"}
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[model]\nthreads = 0\n", "model.threads:"),
+        ('[mqtt]\nurl = "http://x"\n', "mqtt.url:"),
+        ('[source]\nkind = "file"\n', "source.path: Field required"),
+        ('[source]\nkind = "webcam"\n', "source:"),
+        ('[[zones]]\nname = "a"\npolygon = [[0, 0], [2, 0], [1, 1]]\n', "zones.0.polygon:"),
+        ("[tracker]\nbogus = 1\n", "tracker.bogus: Extra inputs are not permitted"),
+        ("node_id = 'has space'\n", "node_id:"),
+        ("[model\n", "invalid TOML"),
+    ],
+)
+def test_invalid_config_is_one_line_naming_the_field(tmp_path, toml, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    msg = str(err.value)
+    assert needle in msg and str(path) in msg and "\n" not in msg
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
