@@ -7,7 +7,6 @@ queue, so the pipeline's objects are only ever touched by one thread.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import numpy as np
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.contract import CommandRequest, Dropped, Health, Versions, utc_now
+from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
 from agent.service import sd_notify, setup_logging, watchdog_period_s
 
 log = logging.getLogger("edgecam")
@@ -119,17 +118,22 @@ class Agent:
         raise ValueError(f"op {req.op} is not handled by this node")
 
     def _snapshot(self) -> dict[str, Any]:
-        from agent.events.ids import new_event_id
-        from agent.events.thumbnails import encode_full_scene
+        """A full-scene JPEG of the newest frame under the thumbnail budget, published on thumbs/{id}."""
+        from agent.events.ids import uuid7
+        from agent.events.thumbnails import Thumbnailer, downscale
 
         frame = self.last_frame
         if frame is None:
             raise ValueError("no frame captured yet")
-        jpeg, (w, h) = encode_full_scene(frame.image, self.cfg.thumbnails, self.transport.max_payload)
-        snap_id = new_event_id()
-        self.transport.publish_snapshot(jpeg, snap_id)
-        return {"topic": f"edgecam/v1/{self.cfg.node_id}/thumbs/{snap_id}", "bytes": len(jpeg), "w": w, "h": h,
-                "sha256": hashlib.sha256(jpeg).hexdigest(), "frame_ts": frame.ts}
+        encoder = Thumbnailer(self.cfg.thumbnails)
+        encoder.set_budget(self.transport.max_payload)
+        thumb = encoder.encode(downscale(frame.image, self.cfg.thumbnails.max_side))
+        if thumb is None:
+            raise ValueError("snapshot does not fit the thumbnail byte budget")
+        snap_id = uuid7()
+        self.transport.publish_snapshot(thumb.jpeg, snap_id)
+        return {"topic": Topics(self.cfg.node_id).thumb(snap_id), "frame_ts": frame.ts,
+                **thumb.ref.model_dump()}
 
     def _on_config(self, new_cfg: AgentConfig, version: int) -> bool:
         restart = any(getattr(new_cfg, k) != getattr(self.cfg, k) for k in COLD_SECTIONS)
@@ -177,7 +181,7 @@ class Agent:
             c.first_frame_s = time.monotonic() - self.t_start
         self.last_frame = frame
         t0 = time.perf_counter()
-        infer = self.gate.check(frame, time.monotonic(), self.engine.active_tracks > 0)
+        infer = self.gate.check(frame, time.monotonic(), self.engine.moving_tracks > 0)
         t1 = time.perf_counter()
         c.motion_ms += (t1 - t0) * 1e3
         if infer:
