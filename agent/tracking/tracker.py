@@ -30,6 +30,11 @@ MIN_MISSES = 3
 DUPLICATE_IOU = 0.7
 #: recent labels considered for a track's label (score-weighted vote)
 LABEL_WINDOW = 15
+#: association uses boxes moved by the track's velocity over at most this long (crossing walkers keep ids;
+#: long gaps, e.g. between gate-refresh frames, do not fling a parked car's box across the frame)
+MAX_PREDICT_S = 0.5
+#: weight of the newest velocity sample in the track's velocity average
+VELOCITY_ALPHA = 0.5
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -120,6 +125,7 @@ class Track:
     anchor_bbox: BBox | None = None
     anchor_ts: float = 0.0
     label: str = ""
+    velocity: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         self.scores = deque(maxlen=self.window)
@@ -135,7 +141,21 @@ class Track:
     def stationary(self, ts: float, stationary_s: float) -> bool:
         return self.anchor_bbox is not None and ts - self.anchor_ts >= stationary_s
 
+    def predicted(self, ts: float) -> BBox:
+        """The box moved by the velocity estimate to time ``ts`` (for association only)."""
+        dt = min(MAX_PREDICT_S, max(0.0, ts - self.last_seen))
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        x1, y1, x2, y2 = self.bbox
+        return x1 + dx, y1 + dy, x2 + dx, y2 + dy
+
     def observe(self, det: Detection, ts: float, stationary_iou: float) -> None:
+        dt = ts - self.last_seen
+        if self.hits and dt > 0:
+            ox, oy = (self.bbox[0] + self.bbox[2]) / 2, (self.bbox[1] + self.bbox[3]) / 2
+            nx, ny = (det.bbox[0] + det.bbox[2]) / 2, (det.bbox[1] + det.bbox[3]) / 2
+            a = VELOCITY_ALPHA
+            self.velocity = (a * (nx - ox) / dt + (1 - a) * self.velocity[0],
+                             a * (ny - oy) / dt + (1 - a) * self.velocity[1])
         self.bbox = det.bbox
         self.score = det.score
         self.top_score = max(self.top_score, det.score)
@@ -221,7 +241,7 @@ class Tracker:
         filtered = len(detections) - len(dets)
         for t in self.tracks:
             t.matched = False
-        tboxes = np.asarray([t.bbox for t in self.tracks], dtype=np.float64).reshape(-1, 4)
+        tboxes = np.asarray([t.predicted(ts) for t in self.tracks], dtype=np.float64).reshape(-1, 4)
         dboxes = np.asarray([d.bbox for d in dets], dtype=np.float64).reshape(-1, 4)
         same = None
         if self.tracks and dets:
