@@ -1,0 +1,87 @@
+"""MQTT connection settings and a connected paho client for the centre tools (MQTT 5, optional mTLS)."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+from agent.errors import EdgecamError
+
+
+class MqttOptions(BaseModel):
+    host: str
+    port: int
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_id: str = ""
+
+    @classmethod
+    def from_cli(cls, url: str, tls_ca: Path | None = None, tls_cert: Path | None = None,
+                 tls_key: Path | None = None, client_id: str | None = None) -> MqttOptions:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise EdgecamError(f"--mqtt {url!r}: expected mqtt://host:port or mqtts://host:port")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise EdgecamError(f"--mqtt {url!r}: bad port") from None
+        if (tls_cert is None) != (tls_key is None):
+            raise EdgecamError("--tls-cert and --tls-key go together")
+        for flag, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise EdgecamError(f"{flag} {path}: file not found")
+        if not tls and (tls_ca or tls_cert):
+            raise EdgecamError(f"--mqtt {url!r}: TLS files given but the URL is not mqtts://")
+        return cls(host=parts.hostname, port=port, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                   client_id=client_id or f"edgecam-centre-{secrets.token_hex(4)}")
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def make_client(opts: MqttOptions):
+    """A paho client (VERSION2 callbacks, MQTT 5) with TLS configured, not yet connected."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=opts.client_id, protocol=mqtt.MQTTv5)
+    if opts.tls:
+        client.tls_set(ca_certs=str(opts.tls_ca) if opts.tls_ca else None,
+                       certfile=str(opts.tls_cert) if opts.tls_cert else None,
+                       keyfile=str(opts.tls_key) if opts.tls_key else None,
+                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return client
+
+
+def connect_blocking(client, opts: MqttOptions, timeout: float = 10.0) -> None:
+    """Connect and run the loop until CONNACK; any failure is one EdgecamError line naming the broker."""
+    result: dict[str, object] = {}
+
+    def on_connect(_c, _u, _flags, reason, _props):
+        result["rc"] = reason
+
+    def on_disconnect(_c, _u, _flags, reason, _props):
+        result.setdefault("rc", reason)
+
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
+    try:
+        client.connect(opts.host, opts.port, keepalive=30, clean_start=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise EdgecamError(f"{opts.url}: cannot connect ({exc})") from None
+    deadline = time.monotonic() + timeout
+    while "rc" not in result and time.monotonic() < deadline:
+        client.loop(0.1)
+    rc = result.get("rc")
+    if rc is None:
+        raise EdgecamError(f"{opts.url}: no CONNACK within {timeout:g}s")
+    if getattr(rc, "is_failure", False):
+        raise EdgecamError(f"{opts.url}: connection refused or closed ({rc})")

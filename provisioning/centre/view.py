@@ -1,0 +1,67 @@
+"""Terminal output of the centre tools: one line per event while listening, tables for ``summary``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from agent.contract import Event
+    from provisioning.centre.receiver import Stats
+
+THUMB_MARK = {"ok": "[green]ok[/]", "pending": "[yellow]wait[/]", "mismatch": "[red]BAD[/]", None: "-"}
+TYPE_STYLE = {"start": "green", "update": "cyan", "end": "magenta"}
+
+
+class EventView:
+    """Live view: time, node, type, label, score, track, thumbnail state."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(highlight=False)
+
+    def started(self, url: str, group: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[bold]listening[/] on {url} (share group {group!r})")
+
+    def event(self, ev: Event, thumb: str | None, duplicate: bool = False) -> None:
+        if self.quiet:
+            return
+        style = TYPE_STYLE.get(ev.type, "white")
+        mark = THUMB_MARK.get(thumb, thumb)
+        dup = " [dim](again)[/]" if duplicate else ""
+        hist = " [dim]historical[/]" if ev.historical else ""
+        self.console.print(
+            f"{ev.ts.strftime('%H:%M:%S.%f')[:-3]}  {escape(ev.node_id):<16} [{style}]{ev.type:<6}[/] "
+            f"{escape(ev.label):<12} {ev.score:4.2f}  track {ev.track_id:<5} thumb {mark}{dup}{hist}"
+        )
+
+    def summary(self, stats: Stats) -> None:
+        # Plain print: scripts and tests parse this line.
+        print(stats.line(), flush=True)
+
+
+def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
+    """Human tables for ``edgecam centre summary``."""
+    con = console or Console(highlight=False)
+    th = s["thumbnails"]
+    con.print(f"[bold]{s['store']}[/]: {s['events']} events ({s['deliveries']} deliveries), {s['tracks']} tracks, "
+              f"{th['ok']} thumbnails, {s['invalid']} invalid payloads")
+    nodes = Table("node", "events", "tracks", "online", title="per node")
+    for node, row in s["per_node"].items():
+        nodes.add_row(node, str(row.get("events", 0)), str(row.get("tracks", 0)), str(row.get("online", "?")))
+    con.print(nodes)
+    labels = Table("label", "events", "tracks", title="per label")
+    for label, n in s["per_label"].items():
+        labels.add_row(label, str(n), str(s["track_labels"].get(label, 0)))
+    con.print(labels)
+    con.print("per type: " + ", ".join(f"{k}={v}" for k, v in s["per_type"].items()))
+    pending = th.get("pending", 0) + th.get("orphans", 0)
+    con.print(f"thumbnails: {th['ok']} ok, {th.get('mismatch', 0)} sha256 mismatch, {pending} waiting")
+    for path in th["paths"][:20]:
+        con.print(f"  {s['store']}/{path}")
+    if len(th["paths"]) > 20:
+        con.print(f"  … and {len(th['paths']) - 20} more")
