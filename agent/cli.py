@@ -118,6 +118,37 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+def doctor(
+    sysroot: Path = typer.Option(Path("/"), "--sysroot", help="Read sysfs/procfs under this root (tests)."),
+) -> None:
+    """What this node has: board, temperature, throttling, cameras, runtimes, optional hardware packages."""
+    import importlib.util
+    import platform
+
+    from hardware.probes import Probes
+
+    probes = Probes(sysroot)
+
+    def have(mod: str) -> str:
+        return "yes" if importlib.util.find_spec(mod) is not None else "no"
+
+    rows = [
+        ("python", platform.python_version()),
+        ("board", probes.board_model() or "unknown"),
+        ("cpu temperature", f"{t:.1f} °C" if (t := probes.cpu_temp_c()) is not None else "n/a"),
+        ("throttled now", {None: "n/a", True: "YES", False: "no"}[probes.throttled()]),
+        ("cameras (V4L2)", ", ".join(probes.cameras()) or "none"),
+        ("ai_edge_litert", have("ai_edge_litert")),
+        ("tflite_runtime", have("tflite_runtime")),
+        ("picamera2", have("picamera2")),
+        ("systemd (python)", have("systemd")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
 @app.command("contract")
 def contract(
     out: Path = typer.Option(Path("docs"), "--out", help="Folder for schemas/ and asyncapi.json."),
