@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent import contract as c
+from agent.config import AgentConfig
 
 #: (channel key, address under the node root or absolute, action from the node's view, message model,
 #:  qos, retained, description)
@@ -54,6 +55,10 @@ def render() -> dict[str, str]:
             components[name] = sub
         components[model.__name__] = comp
     files["asyncapi.json"] = json.dumps(asyncapi(components), indent=2, sort_keys=True) + "\n"
+    config = AgentConfig.model_json_schema(mode="validation")
+    config["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    config["description"] = "edgecam agent config (TOML file, config/desired documents)"
+    files["schemas/AgentConfig.schema.json"] = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
     return files
 
 

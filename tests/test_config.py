@@ -57,3 +57,11 @@ def test_invalid_config_is_one_line_naming_the_field(tmp_path, toml, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_example_node_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "provisioning/templates/node.toml"
+    cfg = load_config(example, environ={})
+    assert cfg.source.kind == "rtsp" and cfg.zones[0].name == "crossing" and cfg.model.delegate.kind == "cpu"
