@@ -103,7 +103,9 @@ def test_label_is_score_weighted_majority():
     (t,) = tr.tracks
     assert t.label == "car"  # car 2.0 vs truck 1.5
     tr.update([det("truck", 0.9, box)], 1.0)
-    assert t.label == "truck"  # 2.0 vs 2.4
+    assert t.label == "car"  # 2.0 vs 2.4: not clearly outweighed (hysteresis)
+    tr.update([det("truck", 0.9, box)], 1.1)
+    assert t.label == "truck"  # 2.0 vs 3.3
 
 
 def test_duplicate_boxes_do_not_spawn_tracks():

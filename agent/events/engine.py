@@ -72,7 +72,8 @@ class _TrackState:
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    """Epoch seconds → UTC datetime at the contract's millisecond precision (so JSON round-trips)."""
+    return datetime.fromtimestamp(round(ts, 3), timezone.utc)
 
 
 def frame_quality(score: float, bbox: BBox) -> float:

@@ -28,13 +28,19 @@ from agent.vision.types import Detection
 MIN_MISSES = 3
 #: an unmatched detection overlapping a live track this much is a duplicate (e.g. car + truck boxes)
 DUPLICATE_IOU = 0.7
-#: recent labels considered for a track's label (score-weighted vote)
-LABEL_WINDOW = 15
+#: per-observation decay of a track's label weights: an effective memory of ~100 detections (~7 s at
+#: 15 fps), long enough that occasional car/truck confusions never win, short enough to correct a label
+LABEL_DECAY = 0.99
+#: a challenger label must outweigh the current one by this factor to replace it (no car/truck flapping)
+LABEL_HYSTERESIS = 1.25
 #: association uses boxes moved by the track's velocity over at most this long (crossing walkers keep ids;
 #: long gaps, e.g. between gate-refresh frames, do not fling a parked car's box across the frame)
 MAX_PREDICT_S = 0.5
 #: weight of the newest velocity sample in the track's velocity average
 VELOCITY_ALPHA = 0.5
+#: weight of the newest box in the smoothed box that decides whether a track is parked (detector jitter
+#: on a parked car must not look like movement)
+SMOOTH_ALPHA = 0.3
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -121,11 +127,12 @@ class Track:
     misses: int = 0
     matched: bool = False
     scores: deque[float] = field(default_factory=deque)
-    labels: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=LABEL_WINDOW))
+    label_weights: dict[str, float] = field(default_factory=dict)
     anchor_bbox: BBox | None = None
     anchor_ts: float = 0.0
     label: str = ""
     velocity: tuple[float, float] = (0.0, 0.0)
+    smooth_bbox: BBox | None = None
 
     def __post_init__(self) -> None:
         self.scores = deque(maxlen=self.window)
@@ -160,26 +167,29 @@ class Track:
         self.score = det.score
         self.top_score = max(self.top_score, det.score)
         self.scores.append(det.score)
-        self.labels.append((det.label, det.score))
-        self.label = _vote(self.labels)
+        for k in self.label_weights:
+            self.label_weights[k] *= LABEL_DECAY
+        self.label_weights[det.label] = self.label_weights.get(det.label, 0.0) + det.score
+        self.label = _vote(self.label_weights, self.label)
         self.hits += 1
         self.misses = 0
         self.last_seen = ts
         self.matched = True
-        if self.anchor_bbox is None or iou(self.anchor_bbox, det.bbox) < stationary_iou:
-            self.anchor_bbox, self.anchor_ts = det.bbox, ts
+        if self.smooth_bbox is None:
+            self.smooth_bbox = det.bbox
+        else:
+            a = SMOOTH_ALPHA
+            self.smooth_bbox = tuple(a * n + (1 - a) * o for n, o in zip(det.bbox, self.smooth_bbox, strict=True))
+        if self.anchor_bbox is None or iou(self.anchor_bbox, self.smooth_bbox) < stationary_iou:
+            self.anchor_bbox, self.anchor_ts = self.smooth_bbox, ts
 
 
-def _vote(labels: deque[tuple[str, float]]) -> str:
-    """Score-weighted majority of recent labels (ties: the most recent label wins)."""
-    weight: dict[str, float] = {}
-    for label, score in labels:
-        weight[label] = weight.get(label, 0.0) + score
-    best = max(weight.values())
-    for label, _ in reversed(labels):
-        if weight[label] == best:
-            return label
-    return labels[-1][0]  # pragma: no cover - unreachable
+def _vote(weight: dict[str, float], current: str) -> str:
+    """Score-weighted majority of recent labels; the current label stays unless clearly outweighed."""
+    best = max(weight, key=lambda k: weight[k])
+    if current and current != best and weight[best] <= weight.get(current, 0.0) * LABEL_HYSTERESIS:
+        return current
+    return best
 
 
 @dataclass
