@@ -16,6 +16,8 @@ Written for Mosquitto 2.0.11 (the oldest we support). What it can and cannot enf
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,5 +185,23 @@ def write_broker_config(ca_dir: Path, port: int, out_dir: Path, *, bind: str | N
         persistence_dir=persistence_dir if persistence_dir is not None else out / "data",
         insecure_loopback_port=insecure_loopback_port, clientid_from_cert=clientid_from_cert, run_as=run_as,
     ))
-    (persistence_dir if persistence_dir is not None else out / "data").mkdir(parents=True, exist_ok=True)
+    data_dir = persistence_dir if persistence_dir is not None else out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _hand_over(run_as or "mosquitto", [files.keyfile, data_dir])
     return files
+
+
+def _hand_over(user: str, paths: list[Path]) -> None:
+    """When root writes the config, give the broker's account its key and data folder.
+
+    Mosquitto started as root drops to ``user`` (default ``mosquitto``) before it loads the key, so a
+    root-owned 0600 key would be unreadable. Not root, or no such account: nothing to do.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or user == "root":
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return
+    for p in paths:
+        os.chown(p, pw.pw_uid, pw.pw_gid)

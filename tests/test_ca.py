@@ -1,0 +1,147 @@
+"""The node CA: what `edgecam ca init/issue` and `broker-config` write, checked with cryptography."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agent.cli import main
+from provisioning.ca import CaError, CertificateAuthority, common_name, init_ca, issue_node, load_cert, new_key
+
+
+def cli(*args: str) -> int:
+    """The real CLI entry in-process (this typer exits through SystemExit even with standalone_mode off)."""
+    try:
+        return main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def test_init_makes_ca_server_and_centre(tmp_path: Path) -> None:
+    files = init_ca(tmp_path / "ca", hosts=["broker.city.example", "10.0.0.5"], centre="ops-centre")
+    ca = load_cert(files.ca_cert)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
+    for key in (files.ca_key, files.server_key, files.centre_key):
+        assert _mode(key) == 0o600, key
+
+    server = load_cert(files.server_cert)
+    assert _issued_by(server, ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"localhost", "broker.city.example"}
+    assert set(sans.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address("127.0.0.1"),
+                                                              ipaddress.ip_address("10.0.0.5")}
+    eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in eku
+
+    centre = load_cert(files.centre_cert)
+    assert common_name(centre) == "ops-centre" and _issued_by(centre, ca)
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in centre.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert files.centres.read_text().split() == ["ops-centre"]
+
+
+def test_init_refuses_to_overwrite_a_ca(tmp_path: Path) -> None:
+    init_ca(tmp_path / "ca")
+    first = (tmp_path / "ca" / "ca.crt").read_bytes()
+    with pytest.raises(CaError, match="already exists"):
+        init_ca(tmp_path / "ca")
+    init_ca(tmp_path / "ca", force=True)
+    assert (tmp_path / "ca" / "ca.crt").read_bytes() != first
+
+
+def test_issue_node_cert(tmp_path: Path) -> None:
+    init_ca(tmp_path / "ca")
+    ident = issue_node("cam-0042", tmp_path / "ca", tmp_path / "out")
+    cert, ca = load_cert(ident.cert), load_cert(tmp_path / "ca" / "ca.crt")
+    assert common_name(cert) == "cam-0042"
+    assert _issued_by(cert, ca)
+    assert load_cert(ident.ca_cert) == ca
+    assert _mode(ident.key) == 0o600
+    life = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=365) < life < dt.timedelta(days=3 * 365)
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    with pytest.raises(CaError, match="exists"):
+        issue_node("cam-0042", tmp_path / "ca", tmp_path / "out")
+
+
+@pytest.mark.parametrize("bad", ["a/b", "cam+1", "cam#", "", "centre", "fleet", "enrol", "-x", "x" * 65])
+def test_ids_that_would_escape_their_subtree_are_refused(tmp_path: Path, bad: str) -> None:
+    init_ca(tmp_path / "ca")
+    with pytest.raises(CaError):
+        issue_node(bad, tmp_path / "ca", tmp_path / "out")
+
+
+def test_another_ca_does_not_verify(tmp_path: Path) -> None:
+    init_ca(tmp_path / "a")
+    init_ca(tmp_path / "b")
+    ident = issue_node("n1", tmp_path / "b", tmp_path / "out")
+    assert not _issued_by(load_cert(ident.cert), load_cert(tmp_path / "a" / "ca.crt"))
+
+
+def test_sign_csr_imposes_the_cn(tmp_path: Path) -> None:
+    init_ca(tmp_path / "ca")
+    ca = CertificateAuthority.load(tmp_path / "ca")
+    key = new_key()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "centre")]))
+           .sign(key, hashes.SHA256()))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cert = ca.sign_csr(csr.public_bytes(Encoding.PEM), "cam-7")
+    assert common_name(cert) == "cam-7"
+    assert cert.public_key() == key.public_key()
+    with pytest.raises(CaError):
+        ca.sign_csr(b"not a csr", "cam-7")
+
+
+def test_cli_ca_and_broker_config(tmp_path: Path, capsys) -> None:
+    ca, out, broker = tmp_path / "ca", tmp_path / "node", tmp_path / "broker"
+    assert cli("ca", "init", "--dir", str(ca), "--host", "mqtt.local") == 0
+    assert cli("ca", "issue", "cam-1", "--ca", str(ca), "--out", str(out)) == 0
+    assert cli("ca", "issue", "centre-2", "--centre", "--ca", str(ca), "--out", str(tmp_path / "c2")) == 0
+    assert cli("broker-config", "--ca", str(ca), "--port", "18883", "--out", str(broker),
+                 "--max-packet-size", "100000") == 0
+    conf = (broker / "mosquitto.conf").read_text().splitlines()
+    for line in ("listener 18883", "require_certificate true", "use_identity_as_username true",
+                 "use_username_as_clientid true", "persistence true", "max_packet_size 100000",
+                 "max_queued_messages 1000", "max_inflight_messages 20", "allow_anonymous false"):
+        assert line in conf, line
+    assert not any(line.startswith("listener") and "127.0.0.1" in line for line in conf)  # no loopback listener
+    assert not (broker / "certs" / "ca.key").exists()
+    assert _mode(broker / "certs" / "server.key") == 0o600
+    acl = (broker / "edgecam.acl").read_text().splitlines()
+    assert "pattern write edgecam/v1/%u/events" in acl
+    assert "user centre" in acl and "user centre-2" in acl
+    assert not any("%c" in line for line in acl)
+
+
+def test_cli_user_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert cli("ca", "issue", "n1", "--ca", str(tmp_path / "nope"), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ca init" in err[0]
+    cli("ca", "init", "--dir", str(tmp_path / "ca"))
+    capsys.readouterr()
+    assert cli("ca", "issue", "a/b", "--ca", str(tmp_path / "ca"), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'a/b'" in err[0]
