@@ -324,3 +324,45 @@ def test_cached_clock_sync():
     assert [cached() for _ in range(5)] == [True] * 5 and len(calls) == 1
     fresh = CachedClockSync(probe, ttl_s=0)
     assert [fresh(), fresh()] == [False, True]
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_scenes_keep_lifecycle_invariants(tmp_path, image, seed):
+    """Many objects coming and going, misses, label noise, gate-skipped frames: every chain is well formed."""
+    rng = np.random.default_rng(seed)
+    eng = engine(tmp_path, thumbnails=ThumbnailConfig(max_bytes=6_000))
+    objects: list[dict] = []
+    outs: list[Outgoing] = []
+    n = int(120 * FPS)
+    for i in range(n):
+        if rng.random() < 0.03 and len(objects) < 12:
+            y = rng.uniform(0.1, 0.7)
+            objects.append({"pos": np.array([rng.uniform(0, 0.8), y]), "vel": rng.normal(0, 0.08, 2),
+                            "size": rng.uniform(0.04, 0.15, 2), "label": rng.choice(["person", "car", "bicycle"]),
+                            "life": int(rng.uniform(1, 30) * FPS)})
+        dets = []
+        for ob in objects:
+            ob["pos"] = ob["pos"] + ob["vel"] / FPS
+            ob["life"] -= 1
+            x, y = ob["pos"]
+            w, h = ob["size"]
+            if rng.random() > 0.1 and min(x, y) >= 0 and max(x + w, y + h) <= 1:
+                label = ob["label"] if rng.random() > 0.1 else "truck"
+                dets.append(det(label, rng.uniform(0.4, 0.95), (x, y, x + w, y + h)))
+        objects = [ob for ob in objects if ob["life"] > 0]
+        f = frame(image, i)
+        outs += eng.on_skipped_frame(f) if (not dets and rng.random() < 0.5) else eng.on_frame(f, dets)
+    outs += eng.finish(T0 + n / FPS)
+    check_contract(outs)
+    chains: dict[int, list[Outgoing]] = {}
+    for o in outs:
+        chains.setdefault(o.event.track_id, []).append(o)
+    assert len(chains) >= 5
+    for chain in chains.values():
+        types = [o.event.type for o in chain]
+        assert types[0] == "start" and types[-1] == "end" and types.count("start") == types.count("end") == 1
+        assert chain[0].thumb is not None and all(len(o.thumb) <= 6_000 for o in chain if o.thumb)
+        assert len({o.event.start_ts for o in chain}) == 1
+    s = eng.stats
+    assert s["tracks_started"] == s["tracks_ended"] == len(chains)
+    assert s["events"]["start"] + s["events"]["update"] + s["events"]["end"] == len(outs)
