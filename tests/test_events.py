@@ -334,8 +334,10 @@ def test_random_scenes_keep_lifecycle_invariants(tmp_path, image, seed):
     objects: list[dict] = []
     outs: list[Outgoing] = []
     n = int(120 * FPS)
+    spawned = 0
     for i in range(n):
         if rng.random() < 0.03 and len(objects) < 12:
+            spawned += 1
             y = rng.uniform(0.1, 0.7)
             objects.append({"pos": np.array([rng.uniform(0, 0.8), y]), "vel": rng.normal(0, 0.08, 2),
                             "size": rng.uniform(0.04, 0.15, 2), "label": rng.choice(["person", "car", "bicycle"]),
@@ -357,7 +359,8 @@ def test_random_scenes_keep_lifecycle_invariants(tmp_path, image, seed):
     chains: dict[int, list[Outgoing]] = {}
     for o in outs:
         chains.setdefault(o.event.track_id, []).append(o)
-    assert len(chains) >= 5
+    # one chain per object: no fragmented tracks, and at most a couple of merges when paths cross
+    assert spawned - 2 <= len(chains) <= spawned
     for chain in chains.values():
         types = [o.event.type for o in chain]
         assert types[0] == "start" and types[-1] == "end" and types.count("start") == types.count("end") == 1
