@@ -135,8 +135,12 @@ class EventEngine:
         return out + self._decide(ts)
 
     def finish(self, ts: float) -> list[Outgoing]:
-        """End every open track (source ended or shutdown) and record the exact next seq."""
-        out = self._end(self.tracker.end_all(), ts)
+        """End every open track (source ended or shutdown) and record the exact next seq.
+
+        ``ts`` may be wall-clock time while frames carry media time (a ``--fast`` file replay runs ahead of
+        the clock): the end is never stamped before the last frame.
+        """
+        out = self._end(self.tracker.end_all(), max(ts, self._last_ts))
         self._seq.close()
         return out
 
