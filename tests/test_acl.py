@@ -1,0 +1,240 @@
+"""The generated mTLS config and ACL against a real Mosquitto: what each identity can and cannot do.
+
+Mosquitto 2.0.11 answers a denied QoS 1 publish with PUBACK 0x87 "Not authorized" and drops it; it
+grants every SUBSCRIBE and filters each delivery through the read ACL. So every "cannot" below is
+asserted twice where it matters: the reason code the sender gets, and that the other side received
+nothing while a positive control in the same test did arrive.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.tls import Client, Pki, start_tls_broker, wait
+
+NOT_AUTHORIZED = 0x87
+
+
+def accepted(reason) -> bool:
+    """PUBACK success codes are below 0x80 (0x10 "No matching subscribers" is a success)."""
+    return reason.value < 0x80
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory, pki: Pki):
+    b = start_tls_broker(tmp_path_factory.mktemp("tls-broker"), pki)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def clients():
+    made: list[Client] = []
+
+    def make(*args, **kw) -> Client:
+        c = Client(*args, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _node(clients, broker, pki: Pki, node_id: str, client_id: str | None = None) -> Client:
+    c = clients(broker.port, pki.node(node_id), client_id or node_id)
+    assert c.connected, (node_id, c.connack, c.disconnected, broker.log()[-2000:])
+    return c
+
+
+def _centre(clients, broker, pki: Pki, client_id: str = "centre") -> Client:
+    c = clients(broker.port, pki.centre, client_id)
+    assert c.connected, (c.connack, c.disconnected)
+    return c
+
+
+def test_node_cannot_publish_under_another_nodes_topics(tls_broker, pki, clients) -> None:
+    centre = _centre(clients, tls_broker, pki)
+    centre.subscribe("edgecam/v1/#")
+    a = _node(clients, tls_broker, pki, "node-a")
+    for sub in ("events", "state", "thumbs/e1", "cmd/res", "health"):
+        assert a.publish(f"edgecam/v1/node-b/{sub}", b"forged").value == NOT_AUTHORIZED, sub
+    assert accepted(a.publish("edgecam/v1/node-a/events", b"{}"))  # positive control, sent last
+    assert wait(lambda: "edgecam/v1/node-a/events" in centre.topics())
+    assert not [t for t in centre.topics() if t.startswith("edgecam/v1/node-b/")]
+
+
+def test_node_cannot_read_another_nodes_commands(tls_broker, pki, clients) -> None:
+    a = _node(clients, tls_broker, pki, "node-a")
+    b = _node(clients, tls_broker, pki, "node-b")
+    a.subscribe("edgecam/v1/node-b/cmd/req")
+    a.subscribe("edgecam/v1/+/config/desired")
+    a.subscribe("edgecam/v1/#")
+    b.subscribe("edgecam/v1/node-b/cmd/req")
+    b.subscribe("edgecam/v1/node-b/config/desired")
+    centre = _centre(clients, tls_broker, pki)
+    assert accepted(centre.publish("edgecam/v1/node-b/cmd/req", json.dumps({"cmd_id": "1", "op": "ping"})))
+    assert accepted(centre.publish("edgecam/v1/node-b/config/desired", b'{"version":1,"config":{}}'))
+    assert wait(lambda: len(b.topics()) == 2), b.topics()  # B got both: delivery happened
+    assert not [t for t in a.topics() if "node-b" in t]
+
+
+def test_node_cannot_publish_control_topics(tls_broker, pki, clients) -> None:
+    a = _node(clients, tls_broker, pki, "node-a")
+    a.subscribe("edgecam/v1/node-a/cmd/req")
+    for topic in ("edgecam/v1/node-a/cmd/req", "edgecam/v1/node-b/cmd/req", "edgecam/v1/node-a/config/desired",
+                  "edgecam/v1/node-a/ota/job", "edgecam/v1/centre/state", "edgecam/v1/fleet/releases/stable",
+                  "edgecam/v1/enrol/someone/cert"):
+        assert a.publish(topic, b"{}").value == NOT_AUTHORIZED, topic
+    assert accepted(a.publish("edgecam/v1/node-a/cmd/res", b"{}"))
+    assert not a.topics()  # its own cmd/req publish never came back to it
+
+
+def test_node_reads_centre_state_and_releases_only_the_centre_writes(tls_broker, pki, clients) -> None:
+    centre = _centre(clients, tls_broker, pki)
+    assert accepted(centre.publish("edgecam/v1/centre/state", b'{"online":true}', retain=True))
+    assert accepted(centre.publish("edgecam/v1/fleet/releases/stable", b'{"release":"1"}', retain=True))
+    assert accepted(centre.publish("edgecam/v1/node-a/ota/job", b'{"release":"1"}', retain=True))
+    a = _node(clients, tls_broker, pki, "node-a")
+    for topic in ("edgecam/v1/centre/state", "edgecam/v1/fleet/releases/#", "edgecam/v1/node-a/ota/job"):
+        a.subscribe(topic)
+    assert wait(lambda: len(a.topics()) == 3), a.topics()
+    for topic in ("edgecam/v1/centre/state", "edgecam/v1/fleet/releases/stable", "edgecam/v1/node-a/ota/job"):
+        assert accepted(centre.publish(topic, b"", retain=True))  # clear retained for other tests
+
+
+def test_centre_reads_everything_with_shared_subscriptions(tls_broker, pki, clients) -> None:
+    c1 = _centre(clients, tls_broker, pki, "centre-1")
+    assert [rc.value for rc in c1.subscribe("$share/g/edgecam/v1/+/events")] == [1]
+    a = _node(clients, tls_broker, pki, "node-a")
+    for i in range(3):
+        assert accepted(a.publish("edgecam/v1/node-a/events", f'{{"i":{i}}}'))
+    assert wait(lambda: len(c1.topics()) == 3)
+
+
+def test_client_without_certificate_cannot_connect(tls_broker, pki, clients) -> None:
+    c = clients(tls_broker.port, None, "anon", ca=pki.centre.ca_cert)
+    assert not c.connected
+    assert c.error is not None or c.disconnected is not None  # refused, not merely slow
+
+
+def test_client_with_certificate_from_another_ca_cannot_connect(tls_broker, pki, clients, tmp_path) -> None:
+    other = Pki(tmp_path / "other")
+    impostor = other.node("node-a")  # same CN as a real node, wrong CA
+    c = clients(tls_broker.port, impostor, "node-a", ca=pki.centre.ca_cert)
+    assert not c.connected
+    assert c.error is not None or c.disconnected is not None  # refused, not merely slow
+
+
+def test_plain_mqtt_on_the_tls_port_is_refused(tls_broker, clients) -> None:
+    c = clients(tls_broker.port, None, "plain", tls=False)
+    assert not c.connected
+    assert c.error is not None or c.disconnected is not None
+
+
+def test_client_id_is_the_certificate_cn(tls_broker, pki, clients) -> None:
+    """A node reusing another node's client id gets its own CN as id: the victim stays connected."""
+    b = _node(clients, tls_broker, pki, "node-b")
+    spoof = _node(clients, tls_broker, pki, "node-a", client_id="node-b")
+    assert accepted(spoof.publish("edgecam/v1/node-a/health", b"{}"))
+    assert b.disconnected is None and b.connected
+    assert "as node-a (" in tls_broker.log()
+
+
+def test_enrolment_topics_are_confined_to_the_claim_identity(tls_broker, pki, clients) -> None:
+    centre = _centre(clients, tls_broker, pki)
+    centre.subscribe("edgecam/v1/enrol/+/csr")
+    claim = _node(clients, tls_broker, pki, "claim-7")
+    claim.subscribe("edgecam/v1/enrol/claim-7/cert")
+    claim.subscribe("edgecam/v1/enrol/claim-8/cert")
+    assert claim.publish("edgecam/v1/enrol/claim-8/csr", b"x").value == NOT_AUTHORIZED
+    assert accepted(claim.publish("edgecam/v1/enrol/claim-7/csr", b"csr"))
+    assert wait(lambda: centre.topics() == ["edgecam/v1/enrol/claim-7/csr"]), centre.topics()
+    assert accepted(centre.publish("edgecam/v1/enrol/claim-8/cert", b"c8"))
+    assert accepted(centre.publish("edgecam/v1/enrol/claim-7/cert", b"c7"))
+    assert wait(lambda: claim.topics() == ["edgecam/v1/enrol/claim-7/cert"]), claim.topics()
+
+
+def test_insecure_loopback_listener_is_read_only(tmp_path: Path, pki, clients) -> None:
+    from tests.broker import free_port
+
+    plain_port = free_port()
+    b = start_tls_broker(tmp_path / "b", pki, insecure_loopback_port=plain_port)
+    try:
+        watcher = clients(plain_port, None, "watcher", tls=False)
+        assert watcher.connected
+        watcher.subscribe("edgecam/v1/#")
+        assert watcher.publish("edgecam/v1/node-a/cmd/req", b"{}").value == NOT_AUTHORIZED
+        assert watcher.publish("edgecam/v1/node-a/events", b"{}").value == NOT_AUTHORIZED
+        a = _node(clients, b, pki, "node-a")
+        assert accepted(a.publish("edgecam/v1/node-a/events", b"{}"))
+        assert wait(lambda: watcher.topics() == ["edgecam/v1/node-a/events"]), watcher.topics()
+    finally:
+        b.stop()
+
+
+def _transport(tmp_path: Path, broker, ident, node_id: str):
+    from agent.config import AgentConfig
+    from agent.contract import Versions
+    from agent.transport import Transport
+
+    cfg = AgentConfig.model_validate({
+        "node_id": node_id, "state_dir": str(tmp_path / node_id),
+        "mqtt": {"url": f"mqtts://localhost:{broker.port}", "tls_ca": str(ident.ca_cert),
+                 "tls_cert": str(ident.cert), "tls_key": str(ident.key)},
+    })
+    return Transport(cfg, boot_id="boot-1", versions=Versions(agent="test"), caps=["ping"])
+
+
+def test_centre_commands_a_real_node_transport_over_mtls(tls_broker, pki, clients, tmp_path) -> None:
+    from provisioning.centre.command import send_command
+    from provisioning.centre.mqtt import MqttOptions
+
+    watch = _centre(clients, tls_broker, pki, "watch")
+    watch.subscribe("edgecam/v1/node-c/state")
+    node = _transport(tmp_path, tls_broker, pki.node("node-c"), "node-c")
+    node.start()
+    try:
+        assert wait(lambda: any(m.payload and json.loads(m.payload).get("online") for m in watch.messages), 15)
+        centre = pki.centre
+        opts = MqttOptions.from_cli(f"mqtts://localhost:{tls_broker.port}", centre.ca_cert, centre.cert, centre.key)
+        res = send_command(opts, "node-c", "ping", {}, timeout=10)
+        assert res.status == "ok", res
+        cli = _run_cli("centre", "command", "node-c", "ping", "--mqtt", opts.url, "--tls-ca", str(centre.ca_cert),
+                       "--tls-cert", str(centre.cert), "--tls-key", str(centre.key))
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout)["status"] == "ok"
+
+        # a node identity may not command another node: the broker refuses the request
+        from agent.errors import EdgecamError
+
+        other = pki.node("node-d")
+        opts_d = MqttOptions.from_cli(opts.url, other.ca_cert, other.cert, other.key)
+        with pytest.raises(EdgecamError, match="refused"):
+            send_command(opts_d, "node-c", "ping", {}, timeout=5)
+    finally:
+        node.close()
+
+
+def _run_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_centre_command_cli_reports_timeout(tls_broker, pki) -> None:
+    c = pki.centre
+    res = _run_cli("centre", "command", "nobody-home", "ping", "--timeout", "1",
+                   "--mqtt", f"mqtts://127.0.0.1:{tls_broker.port}", "--tls-ca", str(c.ca_cert),
+                   "--tls-cert", str(c.cert), "--tls-key", str(c.key))
+    assert res.returncode == 2, res
+    assert res.stderr.strip().count("\n") == 0 and "no reply to ping" in res.stderr
