@@ -1,0 +1,126 @@
+"""Count what a node puts on the uplink: a paho subscriber on ``edgecam/v1/{node}/#`` sums every message.
+
+Two figures per topic kind: ``payload`` (exact payload bytes) and ``wire`` (the MQTT 5 PUBLISH packet the
+node sends: fixed header, topic, packet id for QoS > 0, properties as the subscriber sees them, payload).
+TCP/IP and TLS framing are not included (they depend on batching and cipher; roughly +5%).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+#: topic suffix → kind; the first match wins (``thumbs/{id}`` is a prefix match)
+KINDS = ("events", "thumbs", "health", "state", "config", "cmd", "ota")
+
+
+def _varint_len(n: int) -> int:
+    size = 1
+    while n >= 128:
+        n //= 128
+        size += 1
+    return size
+
+
+def _props_len(props: Any) -> int:
+    """Encoded length of the MQTT 5 properties of a received message (paho can pack them itself)."""
+    if props is None:
+        return 0
+    try:
+        return len(props.pack()) - _varint_len(0)  # pack() includes its own length prefix
+    except Exception:  # paho version differences: properties are a small, second-order term
+        return 0
+
+
+def wire_size(topic: str, payload_len: int, qos: int, props_len: int) -> int:
+    """Bytes of one PUBLISH packet as MQTT 5 encodes it."""
+    variable = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + _varint_len(props_len) + props_len
+    remaining = variable + payload_len
+    return 1 + _varint_len(remaining) + remaining
+
+
+@dataclass
+class KindTotals:
+    messages: int = 0
+    payload: int = 0
+    wire: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+
+class ByteMeter:
+    """Subscribe before the node connects, stop after it flushed; totals by topic kind."""
+
+    def __init__(self, url: str, node_id: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        u = urlparse(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
+        self.prefix = f"edgecam/v1/{node_id}/"
+        self.totals: dict[str, KindTotals] = {}
+        #: (bbox, thumb w, thumb h, thumb bytes) of every event that carried a thumbnail
+        self.thumb_refs: list[tuple[list[float], int, int, int]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.last_message_t = 0.0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-meter-{node_id}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_a, **_k: self._subscribed.set()
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, _rc: Any, _props: Any = None) -> None:
+        client.subscribe(self.prefix + "#", qos=1)
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        rest = msg.topic[len(self.prefix):] if msg.topic.startswith(self.prefix) else msg.topic
+        kind = next((k for k in KINDS if rest == k or rest.startswith(k + "/")), "other")
+        size = wire_size(msg.topic, len(msg.payload), msg.qos, _props_len(getattr(msg, "properties", None)))
+        with self._lock:
+            tot = self.totals.setdefault(kind, KindTotals())
+            tot.messages += 1
+            tot.payload += len(msg.payload)
+            tot.wire += size
+            if kind == "thumbs":
+                tot.sizes.append(len(msg.payload))
+            elif kind == "events":
+                self._note_thumb(msg.payload)
+            self.last_message_t = time.monotonic()
+
+    def _note_thumb(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+            thumb = event.get("thumb")
+            if thumb:
+                self.thumb_refs.append((list(event["bbox"]), int(thumb["w"]), int(thumb["h"]), int(thumb["bytes"])))
+        except (ValueError, KeyError, TypeError):
+            pass  # not ours to validate here: the contract tests do that
+
+    def start(self, timeout: float = 10.0) -> ByteMeter:
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"bench meter could not subscribe on {self.host}:{self.port}")
+        return self
+
+    def settle(self, quiet_s: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until no message arrived for ``quiet_s`` (the broker forwarded what the node sent)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                last = self.last_message_t
+            if time.monotonic() - last >= quiet_s:
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def snapshot(self) -> dict[str, KindTotals]:
+        with self._lock:
+            return {k: KindTotals(v.messages, v.payload, v.wire, list(v.sizes)) for k, v in self.totals.items()}

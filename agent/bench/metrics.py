@@ -1,0 +1,131 @@
+"""Figures derived from one scenario's raw results: ratios to the bare interpreter, per-stage time, bytes.
+
+Every figure is computed from counters and timers of the same run; nothing is assumed. Stage times are
+totals divided by inferred frames (what one detection costs on top of ``invoke``) and by frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.bench.scenario import CAMERA_STREAM_BPS, ScenarioResult
+
+#: stage key → (label, thread it runs on)
+STAGES: dict[str, tuple[str, str]] = {
+    "capture_decode": ("capture + decode", "capture"),
+    "motion": ("motion gate", "main"),
+    "preprocess": ("resize + quantise", "main"),
+    "invoke": ("invoke", "main"),
+    "decode": ("output decoding", "main"),
+    "tracking_events": ("tracking + events", "main"),
+    "thumbnail_encode": ("thumbnail encode", "main"),
+    "outbox_write": ("outbox write", "main"),
+    "loop_other": ("loop overhead + waiting", "main"),
+    "publish": ("publish (MQTT thread CPU)", "mqtt"),
+}
+
+
+def stage_totals_ms(r: ScenarioResult) -> dict[str, float | None]:
+    """Total milliseconds spent in each stage over the whole pipeline run."""
+    s, t = r.summary, r.summary.get("timings_ms", {})
+    frames, infs = s.get("frames", 0), s.get("inferences", 0)
+    thumb_ms = float(r.engine.get("thumb_encode_ms", 0.0))
+    captured = frames + s.get("dropped", {}).get("frames_skipped", 0)
+    totals: dict[str, float | None] = {
+        "capture_decode": t.get("capture_decode", 0.0) * captured,
+        "motion": t.get("motion", 0.0) * frames,
+        "preprocess": t.get("preprocess", 0.0) * infs,
+        "invoke": t.get("invoke", 0.0) * infs,
+        "decode": t.get("decode", 0.0) * infs,
+        "tracking_events": max(0.0, t.get("events_and_thumbnails", 0.0) * frames - thumb_ms),
+        "thumbnail_encode": thumb_ms,
+        "outbox_write": t.get("outbox_submit", 0.0) * frames,
+    }
+    loop_ms = (s.get("loop_s") or 0.0) * 1e3
+    main = sum(v for k, v in totals.items() if v is not None and STAGES[k][1] == "main")
+    totals["loop_other"] = max(0.0, loop_ms - main)
+    publish = r.transport.get("publish_ms")
+    totals["publish"] = float(publish) if publish is not None else None
+    return totals
+
+
+def _share(n: float, d: float) -> float | None:
+    return n / d if d else None
+
+
+def uplink(r: ScenarioResult) -> dict[str, Any]:
+    """Bytes per hour of *source* time. Events and thumbnails scale with the footage; health and state
+    are per wall-clock period, so they are counted at their configured rate, not at replay speed."""
+    frames = r.summary.get("frames", 0)
+    fps = r.source_fps or 0.0
+    source_h = frames / fps / 3600 if fps else 0.0
+    up = r.uplink
+    content = sum(up.get(k, {}).get("wire_bytes", 0) for k in ("events", "thumbs"))
+    health = up.get("health", {})
+    period = float(r.command_config.get("health", {}).get("period_s", 30.0))
+    health_per_h = (health["wire_bytes"] / health["messages"]) * 3600 / period if health.get("messages") else 0.0
+    per_h = content / source_h + health_per_h if source_h else None
+    thumbs = up.get("thumbs", {})
+    return {
+        "source_s": round(source_h * 3600, 1),
+        "events": up.get("events", {}).get("messages", 0),
+        "thumbnails": thumbs.get("messages", 0),
+        "event_bytes": up.get("events", {}).get("wire_bytes", 0),
+        "thumb_bytes": thumbs.get("wire_bytes", 0),
+        "mean_thumb_bytes": round(thumbs["payload_bytes"] / thumbs["messages"]) if thumbs.get("messages") else None,
+        "health_bytes_per_hour": round(health_per_h),
+        "bytes_per_hour": round(per_h) if per_h is not None else None,
+        "share_of_2mbit": (per_h * 8 / (CAMERA_STREAM_BPS * 3600)) if per_h is not None else None,
+        "basis": "MQTT 5 PUBLISH wire bytes (header, topic, properties, payload); TCP/IP and TLS not included",
+    }
+
+
+def thumbnails_native(r: ScenarioResult) -> dict[str, Any]:
+    """Were thumbnails sent at the crop's own size (the object's native pixels, long side ≤ max_side)?"""
+    shrunk = [e for e in r.encodes if e[2] and (e[2], e[3]) != (e[0], e[1])]
+    failed = [e for e in r.encodes if not e[2]]
+    long_sides = [max(w, h) for _, w, h, _ in r.thumbs]
+    return {"encodes": len(r.encodes), "shrunk_for_budget": len(shrunk), "over_budget": len(failed),
+            "all_native": not shrunk and not failed,
+            "long_side_max": max(long_sides, default=None), "long_side_min": min(long_sides, default=None)}
+
+
+def derive(r: ScenarioResult) -> dict[str, Any]:
+    s = r.summary
+    frames, infs = s.get("frames", 0), s.get("inferences", 0)
+    bare_hz = (r.bare_before.rate_hz + r.bare_after.rate_hz) / 2
+    inf_hz = s.get("inference_hz") or 0.0
+    loop_s = s.get("loop_s") or 0.0
+    totals = stage_totals_ms(r)
+    invoke_ms = totals["invoke"] or 0.0
+    host_main = sum(v for k, v in totals.items() if v is not None and STAGES[k][1] == "main" and k != "invoke")
+    host_all = host_main + (totals["capture_decode"] or 0.0)
+    per_inf = {k: (v / infs if v is not None and infs else None) for k, v in totals.items()}
+    per_frame = {k: (v / frames if v is not None and frames else None) for k, v in totals.items()}
+    cold = r.cold_start
+    return {
+        "bare_hz": bare_hz,
+        "bare_drift": _share(abs(r.bare_before.rate_hz - r.bare_after.rate_hz), bare_hz),
+        "inference_hz": inf_hz,
+        "inference_ratio": _share(inf_hz, bare_hz),
+        "fps": _share(frames, loop_s),
+        "gate_ratio": _share(infs, frames),
+        "frames": frames,
+        "inferences": infs,
+        "invoke_ms_pipeline": _share(invoke_ms, infs),
+        "invoke_ms_bare": (r.bare_before.ms_mean + r.bare_after.ms_mean) / 2,
+        "host_ms_per_inference": _share(host_main, infs),
+        "host_share_of_invoke": _share(host_main, invoke_ms),
+        "host_ms_per_inference_incl_capture": _share(host_all, infs),
+        "host_share_of_invoke_incl_capture": _share(host_all, invoke_ms),
+        "stage_ms_per_inference": per_inf,
+        "stage_ms_per_frame": per_frame,
+        "uplink": uplink(r),
+        "thumbnails": thumbnails_native(r),
+        "tracks": s.get("tracks", 0),
+        "events": s.get("events", 0),
+        "peak_rss_mb_in_bench": r.peak_rss_mb,
+        "cold_start_first_frame_s": cold.first_frame_s if cold else None,
+        "cold_start_peak_rss_mb": cold.peak_rss_mb if cold else None,
+        "in_process_first_frame_s": s.get("first_frame_s"),
+    }
