@@ -52,6 +52,8 @@ class Counters:
     engine_ms: float = 0.0
     submit_ms: float = 0.0
     first_frame_s: float | None = None
+    first_frame_t: float | None = None  # monotonic, when the first frame's processing began
+    last_frame_t: float | None = None  # monotonic, when the newest frame's processing ended
 
 
 class Agent:
@@ -178,10 +180,12 @@ class Agent:
         c = self.counters
         c.frames += 1
         if c.first_frame_s is None:
-            c.first_frame_s = time.monotonic() - self.t_start
+            c.first_frame_t = time.monotonic()
+            c.first_frame_s = c.first_frame_t - self.t_start
         self.last_frame = frame
         t0 = time.perf_counter()
-        infer = self.gate.check(frame, time.monotonic(), self.engine.moving_tracks > 0)
+        # source time, as the tracker uses: a --fast replay holds and refreshes like the real-time stream
+        infer = self.gate.check(frame, frame.ts, self.engine.moving_tracks > 0)
         t1 = time.perf_counter()
         c.motion_ms += (t1 - t0) * 1e3
         if infer:
@@ -194,6 +198,7 @@ class Agent:
             out = self.engine.on_skipped_frame(frame)
         c.engine_ms += (time.perf_counter() - t1) * 1e3
         self._submit(out)
+        c.last_frame_t = time.monotonic()
 
     def _health(self) -> Health:
         from agent.events.clock import clock_synced
@@ -277,6 +282,7 @@ class Agent:
         elapsed = time.monotonic() - self.t_start
         cap = self.capture.stats
         n_frames = max(c.frames, 1)
+        loop_s = (c.last_frame_t - c.first_frame_t) if c.first_frame_t and c.last_frame_t else None
         return {
             "frames": c.frames,
             "inferences": c.inferences,
@@ -291,6 +297,10 @@ class Agent:
             "tracks": self.engine.stats.get("tracks_started", 0),
             "elapsed_s": round(elapsed, 3),
             "first_frame_s": c.first_frame_s,
+            "process_first_frame_s": _since_process_start(c.first_frame_t),
+            "loop_s": loop_s,
+            "inference_hz": c.inferences / loop_s if loop_s else None,
+            "peak_rss_mb": _peak_rss_mb(),
             "fps": round(c.frames / elapsed, 2) if elapsed else 0.0,
             "source_reconnects": cap.reopens,
             "model": {"name": self.detector.model_ref.name, "sha256": self.detector.sha256,
@@ -312,6 +322,25 @@ class Agent:
 
 #: config sections that need a restart to change (everything else is applied hot)
 COLD_SECTIONS = ("node_id", "camera_id", "state_dir", "source", "capture", "model", "mqtt", "outbox")
+
+
+def _since_process_start(t_mono: float | None) -> float | None:
+    """Seconds from this process's start (exec, before any import) to ``t_mono``; Linux only, 10 ms ticks."""
+    if t_mono is None or not hasattr(time, "CLOCK_BOOTTIME"):
+        return None
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22: ticks after boot
+    except (OSError, ValueError, IndexError):
+        return None
+    age_now = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    return round(age_now - (time.monotonic() - t_mono), 3)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 def write_summary(path: Path, agent: Agent) -> None:
