@@ -37,7 +37,8 @@ class Capture:
         self.source = source
         self.cfg = cfg
         self.max_frames = max_frames
-        self.lossless = cfg.fast and source.finite
+        # a looping file is not finite but is still ours to pace: --fast must not decode frames only to drop them
+        self.lossless = cfg.fast and (source.finite or not source.live)
         self.stats = CaptureStats()
         self._rng = rng or random.Random()
         self._cond = threading.Condition()
