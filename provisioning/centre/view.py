@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -24,8 +25,8 @@ class EventView:
         self.console = console or Console(highlight=False)
 
     def started(self, url: str, group: str) -> None:
-        if not self.quiet:
-            self.console.print(f"[bold]listening[/] on {url} (share group {group!r})")
+        """On stderr, always: scripts wait for this line to know the subscriptions are in place."""
+        print(f"listening on {url} (share group {group!r})", file=sys.stderr, flush=True)
 
     def event(self, ev: Event, thumb: str | None, duplicate: bool = False) -> None:
         if self.quiet:
