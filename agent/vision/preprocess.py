@@ -1,7 +1,9 @@
 """Write a frame into the interpreter's input tensor: resize (letterbox or stretch) and quantise.
 
-Quantisation goes through a 256-entry lookup table (pixel → input dtype) applied with ``np.take`` straight
-into the interpreter's own buffer, so no float frame is ever materialised.
+Quantisation goes through a 256-entry lookup table (pixel → input dtype). For 8-bit inputs whose image
+rows are contiguous in the tensor (letterbox top/bottom bars, stretch), OpenCV resizes straight into the
+interpreter's own buffer and ``cv2.LUT`` quantises it in place; otherwise ``np.take`` writes through the
+table into the buffer. No float frame is ever materialised.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class InputWriter:
         self.resize = resize
         self.width, self.height = info.shape[2], info.shape[1]
         self.lut = build_lut(info, norm)
+        #: the table as raw bytes for cv2.LUT when the tensor is 8-bit (int8 is the same bytes, reinterpreted)
+        self._lut_u8: np.ndarray | None = None
+        if info.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
+            self._lut_u8 = (self.lut if self.lut is not None else np.arange(256, dtype=np.uint8)).view(np.uint8)
         self._tensor = runtime.input_view(info)
         self._resized: np.ndarray | None = None
         self._geom_for: tuple[int, int] | None = None
@@ -94,17 +100,21 @@ class InputWriter:
         if self._geom_for != (w, h):
             self._plan(w, h)
         px, py, nw, nh = self._placement
-        if (w, h) == (nw, nh):
-            resized = image
-        else:
-            interp = cv2.INTER_AREA if w > 2 * nw else cv2.INTER_LINEAR
-            resized = cv2.resize(image, (nw, nh), dst=self._resized, interpolation=interp)
         view = self._tensor()[0]
         region = view[py:py + nh, px:px + nw]
-        if self.lut is None:
-            region[...] = resized
+        if region.flags.c_contiguous and self._lut_u8 is not None:
+            # fast path (full-width letterbox or stretch, 8-bit input): OpenCV resizes straight into the
+            # tensor's bytes, then quantises them in place through the table (SIMD, no temporary frame)
+            target = region.view(np.uint8)
+            self._resize_into(image, target, nw, nh)
+            if self.lut is not None:
+                cv2.LUT(target, self._lut_u8, dst=target)
         else:
-            np.take(self.lut, resized, out=region, mode="clip")
+            resized = self._resize_into(image, self._resized, nw, nh)
+            if self.lut is None:
+                region[...] = resized
+            else:
+                np.take(self.lut, resized, out=region, mode="clip")
         if (nw, nh) != (self.width, self.height):
             view[:py] = self._pad
             view[py + nh:] = self._pad
@@ -112,3 +122,14 @@ class InputWriter:
             view[:, px + nw:] = self._pad
         del view, region
         return self.geometry
+
+    @staticmethod
+    def _resize_into(image: np.ndarray, dst: np.ndarray | None, nw: int, nh: int) -> np.ndarray:
+        h, w = image.shape[:2]
+        if (w, h) == (nw, nh):
+            if dst is None:
+                return image
+            dst[...] = image
+            return dst
+        interp = cv2.INTER_AREA if w > 2 * nw else cv2.INTER_LINEAR
+        return cv2.resize(image, (nw, nh), dst=dst, interpolation=interp)
