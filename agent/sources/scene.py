@@ -109,9 +109,9 @@ class _Spawner:
 _SPAWNERS = (
     _Spawner("far-walk", ("person",), (1.0,), 1 / 9, FAR_WALK, 0, keep_gap=False),
     _Spawner("near-walk", ("person",), (1.0,), 1 / 8, NEAR_WALK, 0, keep_gap=False),
-    _Spawner("lane-left", ("car", "motorbike"), (0.78, 0.22), 1 / 6, LANE_LEFT, -1, keep_gap=True),
-    _Spawner("lane-right", ("car", "motorbike"), (0.78, 0.22), 1 / 6, LANE_RIGHT, 1, keep_gap=True),
-    _Spawner("cycle", ("bicycle",), (1.0,), 1 / 14, CYCLE, 1, keep_gap=True),
+    _Spawner("lane-left", ("car", "motorbike"), (0.72, 0.28), 1 / 6, LANE_LEFT, -1, keep_gap=True),
+    _Spawner("lane-right", ("car", "motorbike"), (0.72, 0.28), 1 / 6, LANE_RIGHT, 1, keep_gap=True),
+    _Spawner("cycle", ("bicycle",), (1.0,), 1 / 10, CYCLE, 1, keep_gap=True),
     _Spawner("crossing", ("person",), (1.0,), 1 / 25, FAR_WALK, 0, keep_gap=False, crossing=True),
 )
 

@@ -1,0 +1,1 @@
+"""Training recipe of the demo detector (needs the [train] extra: TensorFlow)."""
