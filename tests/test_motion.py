@@ -21,14 +21,18 @@ def background() -> np.ndarray:
     return cv2.resize(base, (W, H), interpolation=cv2.INTER_CUBIC)
 
 
-def noisy(img: np.ndarray, rng: np.random.Generator, sigma: float = 3.0) -> np.ndarray:
-    """Sensor noise: what a still camera really delivers frame to frame."""
-    return np.clip(img.astype(np.int16) + rng.normal(0, sigma, img.shape).astype(np.int16), 0, 255).astype(np.uint8)
+_NOISE = np.random.default_rng(99).normal(0, 3.0, (16, H, W, 3)).round().astype(np.int16)
 
 
-def with_box(img: np.ndarray, x: int, y: int, w: int = 40, h: int = 80) -> np.ndarray:
+def noisy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sensor noise (sigma 3, from a bank of 16 patterns): what a still camera delivers frame to frame."""
+    h, w = img.shape[:2]
+    return np.clip(img + _NOISE[rng.integers(len(_NOISE)), :h, :w], 0, 255).astype(np.uint8)
+
+
+def with_box(img: np.ndarray, x: int, y: int, w: int = 40, h: int = 80, colour=(230, 20, 20)) -> np.ndarray:
     out = img.copy()
-    out[y:y + h, x:x + w] = (230, 20, 20)
+    out[y:y + h, x:x + w] = colour
     return out
 
 
@@ -123,3 +127,45 @@ def test_uses_lores_when_present(background):
         lores = noisy(lores_bg if i < 10 else with_box(lores_bg, 10 + 8 * i, 60, 20, 40), rng)
         results.append(gate.check(Frame(image=still_full, ts=i / FPS, index=i, lores=lores), i / FPS, False))
     assert not any(results[1:10]) and all(results[11:])
+
+
+def shadow(img: np.ndarray, left: int, width: int = 240, factor: float = 0.6, edge: float = 40.0) -> np.ndarray:
+    """A cloud shadow band darkening ``[left, left + width)`` with soft edges (a cloud's penumbra)."""
+    x = np.arange(W, dtype=np.float32)
+    ramp = np.clip(np.minimum(x - left, left + width - x) / edge, 0, 1)
+    gain = 1 - (1 - factor) * ramp
+    return np.clip(img.astype(np.float32) * gain[None, :, None], 0, 255).astype(np.uint8)
+
+
+def test_sweeping_shadow_is_not_motion_but_a_walker_in_it_is(background):
+    rng = np.random.default_rng(9)
+    gate = MotionGate(MotionConfig(refresh_s=600.0, hold_s=0.0))
+    frames = [noisy(background, rng) for _ in range(15)]
+    frames += [noisy(shadow(background, -200 + 3 * i), rng) for i in range(200)]  # 3 px per frame
+    passed = run(gate, frames)
+    assert not any(passed[1:]), f"shadow opened the gate {sum(passed[1:])} times"
+    # a light-coloured walker (a red coat on a shadowed wall is the same grey: invisible to any grey diff)
+    walker = [noisy(with_box(shadow(background, 400), 420 + 6 * i, 150, 30, 70, (235, 235, 225)), rng)
+              for i in range(20)]
+    assert sum(run(gate, walker, t0=1100.0)[1:]) >= 18
+
+
+def test_street_scene_gate_sees_every_object(tmp_path):
+    """On the synthetic street (light drift, cloud shadows, noise) the gate skips frames without objects
+    yet runs the detector on (nearly) every frame that shows a moving object."""
+    from agent.sources.scene import StreetScene
+
+    scene = StreetScene(seed=3, width=640, height=360, fps=FPS)
+    gate = MotionGate(MotionConfig())
+    boxes = covered = empty = empty_passed = 0
+    for i in range(int(120 * FPS)):
+        img, truth = scene.render(i)
+        moving = [tb for tb in truth if tb.object_id != scene.parked.object_id]
+        p = gate.check(Frame(image=img, ts=i / FPS, index=i), i / FPS, False)
+        boxes += len(moving)
+        covered += len(moving) * p
+        empty += not moving
+        empty_passed += p and not moving
+    assert boxes > 100 and empty > 100
+    assert covered >= 0.98 * boxes
+    assert empty_passed <= 0.5 * empty
