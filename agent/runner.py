@@ -98,7 +98,8 @@ class Agent:
                 f"source:{cfg.source.kind}"]
         self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
                                    on_command=self._on_command, on_config=self._on_config)
-        self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite)
+        self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite,
+                               prepare=self.detector.prepare)
         self._budget_seen: int | None = None
 
     # ------------------------------------------------------------ called from the MQTT thread

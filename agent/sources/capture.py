@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config import CaptureConfig
@@ -33,8 +34,11 @@ class CaptureStats:
 
 class Capture:
     def __init__(self, source: Source, cfg: CaptureConfig, max_frames: int | None = None,
-                 rng: random.Random | None = None, opened: bool = False) -> None:
+                 rng: random.Random | None = None, opened: bool = False,
+                 prepare: Callable[[Frame], None] | None = None) -> None:
         self.source = source
+        #: per-frame work done here rather than on the inference thread (the detector's resize)
+        self.prepare = prepare
         self.cfg = cfg
         self.max_frames = max_frames
         # a looping file is not finite but is still ours to pace: --fast must not decode frames only to drop them
@@ -143,6 +147,8 @@ class Capture:
                 attempt = 0
                 if frame is None:
                     break
+                if self.prepare is not None:
+                    self.prepare(frame)
                 self.stats.decode_ms += (time.perf_counter() - t) * 1e3
                 n += 1
                 self._put(frame)

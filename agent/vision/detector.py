@@ -147,6 +147,12 @@ class Detector:
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class{class_id}"
 
+    def prepare(self, frame: Frame) -> None:
+        """Capture-thread hook: attach the frame resized for this model as ``frame.lores`` (unless the
+        camera made one), so the inference thread only quantises it into the tensor."""
+        if frame.lores is None:
+            frame.lores = self.writer.downsized(frame.image)
+
     def detect(self, frame: Frame) -> list[Detection]:
         t0 = time.perf_counter()
         geom = self.writer.write(frame.lores if frame.lores is not None else frame.image)

@@ -83,13 +83,27 @@ class InputWriter:
         self._placement = (0, 0, self.width, self.height)
         self._pad = self.lut[PAD_VALUE] if self.lut is not None else PAD_VALUE
 
-    def _plan(self, w: int, h: int) -> None:
+    def placement(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """Where a ``w`` x ``h`` image lands in the input: left, top, width, height (pure; any thread)."""
         if self.resize == "stretch":
-            nw, nh, px, py = self.width, self.height, 0, 0
-        else:
-            scale = min(self.width / w, self.height / h)
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            px, py = (self.width - nw) // 2, (self.height - nh) // 2
+            return 0, 0, self.width, self.height
+        scale = min(self.width / w, self.height / h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        return (self.width - nw) // 2, (self.height - nh) // 2, nw, nh
+
+    def downsized(self, image: np.ndarray) -> np.ndarray | None:
+        """The image resized to its place in the input, or None when it is that size already.
+
+        Thread-safe, touches no tensor: the capture thread calls it so the inference thread only quantises.
+        """
+        h, w = image.shape[:2]
+        _, _, nw, nh = self.placement(w, h)
+        if (w, h) == (nw, nh):
+            return None
+        return self._resize_into(image, None, nw, nh)
+
+    def _plan(self, w: int, h: int) -> None:
+        px, py, nw, nh = self.placement(w, h)
         self._placement = (px, py, nw, nh)
         self._resized = np.empty((nh, nw, 3), np.uint8)
         self.geometry = Geometry(nw / self.width, nh / self.height, px / self.width, py / self.height)
@@ -106,9 +120,12 @@ class InputWriter:
             # fast path (full-width letterbox or stretch, 8-bit input): OpenCV resizes straight into the
             # tensor's bytes, then quantises them in place through the table (SIMD, no temporary frame)
             target = region.view(np.uint8)
-            self._resize_into(image, target, nw, nh)
-            if self.lut is not None:
-                cv2.LUT(target, self._lut_u8, dst=target)
+            if self.lut is not None and (w, h) == (nw, nh):
+                cv2.LUT(np.ascontiguousarray(image), self._lut_u8, dst=target)
+            else:
+                self._resize_into(image, target, nw, nh)
+                if self.lut is not None:
+                    cv2.LUT(target, self._lut_u8, dst=target)
         else:
             resized = self._resize_into(image, self._resized, nw, nh)
             if self.lut is None:
