@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from provisioning.ca import CA_CERT, SERVER_CERT, SERVER_KEY, CaError, CaFiles, centre_names
+from provisioning.ca import CA_CERT, CRL, SERVER_CERT, SERVER_KEY, CaError, CaFiles, centre_names, ensure_crl
 
 ROOT = "edgecam/v1"
 
@@ -46,6 +46,7 @@ class BrokerFiles:
     cafile: Path
     certfile: Path
     keyfile: Path
+    crlfile: Path
 
 
 def node_acl_lines() -> list[str]:
@@ -129,6 +130,7 @@ def config_text(port: int, files: BrokerFiles, *, bind: str | None = None, limit
         f"cafile {files.cafile}",
         f"certfile {files.certfile}",
         f"keyfile {files.keyfile}",
+        f"crlfile {files.crlfile}",
         "tls_version tlsv1.2",
         "require_certificate true",
         "use_identity_as_username true",
@@ -171,8 +173,12 @@ def write_broker_config(ca_dir: Path, port: int, out_dir: Path, *, bind: str | N
         cafile=certs / CA_CERT,
         certfile=certs / SERVER_CERT,
         keyfile=certs / SERVER_KEY,
+        crlfile=certs / CRL,
     )
-    for src, dst in ((ca.ca_cert, files.cafile), (ca.server_cert, files.certfile), (ca.server_key, files.keyfile)):
+    if ca.ca_key.exists():
+        ensure_crl(ca.dir)
+    for src, dst in ((ca.ca_cert, files.cafile), (ca.server_cert, files.certfile), (ca.server_key, files.keyfile),
+                     (ca.crl, files.crlfile)):
         if not src.exists():
             raise CaError(f"{src}: missing; run `edgecam ca init --dir {ca.dir}`")
         shutil.copyfile(src, dst)

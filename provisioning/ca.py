@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ CLIENT_DAYS = 825
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
 CENTRE_CERT, CENTRE_KEY = "centre.crt", "centre.key"
+CRL = "crl.pem"
+ISSUED = "issued"
+"""Every certificate the CA signs is kept here as ``{serial:x}.crt``: revocation finds them by CN."""
+REVOKED = "revoked.json"
+CRL_DAYS = 365
 CENTRES = "centres.txt"
 """Names of every centre identity this CA issued; ``broker-config`` grants each the centre's rights."""
 
@@ -54,6 +60,9 @@ class CaFiles:
     centre_cert = property(lambda self: self.dir / CENTRE_CERT)
     centre_key = property(lambda self: self.dir / CENTRE_KEY)
     centres = property(lambda self: self.dir / CENTRES)
+    crl = property(lambda self: self.dir / CRL)
+    issued = property(lambda self: self.dir / ISSUED)
+    revoked = property(lambda self: self.dir / REVOKED)
 
 
 @dataclass(frozen=True)
@@ -152,13 +161,14 @@ class CertificateAuthority:
 
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    dir: Path | None = None
 
     @classmethod
     def load(cls, ca_dir: Path) -> CertificateAuthority:
         files = CaFiles(Path(ca_dir))
         if not files.ca_cert.exists():
             raise CaError(f"{files.ca_cert}: no CA here; run `edgecam ca init --dir {ca_dir}` first")
-        return cls(load_cert(files.ca_cert), load_key(files.ca_key))
+        return cls(load_cert(files.ca_cert), load_key(files.ca_key), files.dir)
 
     @property
     def org(self) -> str:
@@ -167,7 +177,7 @@ class CertificateAuthority:
 
     def _sign(self, builder: x509.CertificateBuilder, public_key) -> x509.Certificate:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
-        return (
+        cert = (
             builder.add_extension(aki, critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
@@ -178,6 +188,22 @@ class CertificateAuthority:
             )
             .sign(self.key, hashes.SHA256())
         )
+        if self.dir is not None:
+            write_cert(CaFiles(self.dir).issued / f"{cert.serial_number:x}.crt", cert)
+        return cert
+
+    def write_crl(self, revoked: dict[int, dt.datetime], days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+        """The CRL Mosquitto checks every client certificate against (``crlfile``)."""
+        now = _now()
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+             .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days)))
+        for serial, when in sorted(revoked.items()):
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+        crl = b.sign(self.key, hashes.SHA256())
+        if self.dir is not None:
+            CaFiles(self.dir).crl.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return crl
 
     def sign_client(self, cn: str, public_key, days: int = CLIENT_DAYS) -> x509.Certificate:
         """A TLS client certificate whose CN is the MQTT username (node id or centre name)."""
@@ -239,7 +265,10 @@ def init_ca(ca_dir: Path, hosts: list[str] | None = None, centre: str = "centre"
     files.dir.chmod(0o700)
     write_key(files.ca_key, key)
     write_cert(files.ca_cert, cert)
-    ca = CertificateAuthority(cert, key)
+    if files.revoked.exists():
+        files.revoked.unlink()
+    ca = CertificateAuthority(cert, key, files.dir)
+    ca.write_crl({})
 
     server_key = new_key()
     write_key(files.server_key, server_key)
@@ -295,3 +324,34 @@ def issue_node(node_id: str, ca_dir: Path, out_dir: Path, days: int = CLIENT_DAY
 def centre_identity(ca_dir: Path) -> Identity:
     files = CaFiles(Path(ca_dir))
     return Identity(centre_name(ca_dir), files.centre_cert, files.centre_key, files.ca_cert)
+
+
+def _read_revoked(files: CaFiles) -> dict[int, dt.datetime]:
+    if not files.revoked.exists():
+        return {}
+    data = json.loads(files.revoked.read_text())
+    return {int(k, 16): dt.datetime.fromisoformat(v) for k, v in data.items()}
+
+
+def revoke(name: str, ca_dir: Path) -> list[int]:
+    """Revoke every certificate this CA issued with CN = ``name``; rewrite ``crl.pem``. Returns the serials."""
+    ca = CertificateAuthority.load(ca_dir)
+    files = CaFiles(Path(ca_dir))
+    revoked = _read_revoked(files)
+    found = [c for c in (load_cert(p) for p in sorted(files.issued.glob("*.crt"))) if common_name(c) == name]
+    if not found:
+        raise CaError(f"{files.issued}: no certificate with CN {name!r} was issued by this CA")
+    new = [c.serial_number for c in found if c.serial_number not in revoked]
+    now = _now()
+    revoked.update({s: now for s in new})
+    files.revoked.write_text(json.dumps({f"{k:x}": v.isoformat() for k, v in revoked.items()}, indent=1))
+    ca.write_crl(revoked)
+    return new
+
+
+def ensure_crl(ca_dir: Path) -> Path:
+    """``crl.pem`` for CA folders made before revocation existed (an empty CRL)."""
+    files = CaFiles(Path(ca_dir))
+    if not files.crl.exists():
+        CertificateAuthority.load(ca_dir).write_crl(_read_revoked(files))
+    return files.crl

@@ -51,6 +51,23 @@ def ca_issue(
         typer.echo("regenerate the broker config (`edgecam broker-config`) so the ACL grants it the centre's rights")
 
 
+@ca_app.command("revoke")
+def ca_revoke(
+    name: str = typer.Argument(..., help="Node id (or centre name) whose certificates to revoke."),
+    ca: Path = typer.Option(..., "--ca", help="CA folder made by `edgecam ca init`."),
+) -> None:
+    """Revoke every certificate issued to NAME and rewrite CA/crl.pem (then redeploy it to the broker)."""
+    from provisioning.ca import CaFiles, revoke
+
+    serials = revoke(name, ca)
+    for s in serials:
+        typer.echo(f"revoked {name} serial {s:x}")
+    if not serials:
+        typer.echo(f"{name}: already revoked")
+    typer.echo(f"wrote {CaFiles(ca).crl}; rerun `edgecam broker-config` (or copy it to the broker's certs/crl.pem) "
+               "and send Mosquitto SIGHUP")
+
+
 def broker_config(
     ca: Path = typer.Option(..., "--ca", help="CA folder made by `edgecam ca init`."),
     port: int = typer.Option(8883, "--port", help="mTLS listener port."),

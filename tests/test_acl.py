@@ -238,3 +238,24 @@ def test_centre_command_cli_reports_timeout(tls_broker, pki) -> None:
                    "--tls-cert", str(c.cert), "--tls-key", str(c.key))
     assert res.returncode == 2, res
     assert res.stderr.strip().count("\n") == 0 and "no reply to ping" in res.stderr
+
+
+def test_revoked_node_is_refused_after_the_crl_reaches_the_broker(tmp_path: Path, clients) -> None:
+    import shutil
+    import signal
+
+    pki = Pki(tmp_path / "pki")
+    b = start_tls_broker(tmp_path / "b", pki)
+    try:
+        assert _node(clients, b, pki, "node-x").connected
+        res = _run_cli("ca", "revoke", "node-x", "--ca", str(pki.ca_dir))
+        assert res.returncode == 0 and "revoked node-x" in res.stdout, res.stderr
+        shutil.copyfile(pki.ca_dir / "crl.pem", tmp_path / "b" / "conf" / "certs" / "crl.pem")
+        b.proc.send_signal(signal.SIGHUP)
+        assert wait(lambda: "Reloading config" in b.log() or "reload" in b.log().lower(), 5)
+        again = clients(b.port, pki.node("node-x"), "node-x-again")
+        assert not wait(lambda: again.connected, 1)
+        assert again.error is not None or again.disconnected is not None
+        assert _node(clients, b, pki, "node-y").connected  # other identities unaffected
+    finally:
+        b.stop()

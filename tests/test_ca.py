@@ -145,3 +145,21 @@ def test_cli_user_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert cli("ca", "issue", "a/b", "--ca", str(tmp_path / "ca"), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'a/b'" in err[0]
+
+
+def test_revoke_lists_every_cert_of_that_cn_in_the_crl(tmp_path: Path) -> None:
+    from provisioning.ca import revoke
+
+    files = init_ca(tmp_path / "ca")
+    empty = x509.load_pem_x509_crl(files.crl.read_bytes())
+    assert len(empty) == 0 and empty.is_signature_valid(load_cert(files.ca_cert).public_key())
+    first = load_cert(issue_node("n1", files.dir, tmp_path / "a").cert)
+    second = load_cert(issue_node("n1", files.dir, tmp_path / "b").cert)
+    keep = load_cert(issue_node("n2", files.dir, tmp_path / "a").cert)
+    assert sorted(revoke("n1", files.dir)) == sorted([first.serial_number, second.serial_number])
+    assert revoke("n1", files.dir) == []  # idempotent
+    crl = x509.load_pem_x509_crl(files.crl.read_bytes())
+    assert {r.serial_number for r in crl} == {first.serial_number, second.serial_number}
+    assert crl.get_revoked_certificate_by_serial_number(keep.serial_number) is None
+    with pytest.raises(CaError, match="no certificate"):
+        revoke("never-issued", files.dir)
