@@ -47,13 +47,20 @@ class YoloDecoder:
         self.objectness = layout.objectness
         self.input_w, self.input_h = layout.input_size
         self.first_class = 5 if layout.objectness else 4
+        self._thresholds: dict[float, float] = {}
 
     def _quantised_threshold(self, floor: float) -> float:
+        cached = self._thresholds.get(floor)
+        if cached is not None:
+            return cached
         info = self.info
         if not info.quantised:
-            return floor
-        lim = np.iinfo(info.dtype)
-        return float(min(max(math.ceil(floor / info.scale + info.zero_point), lim.min), lim.max))
+            value = floor
+        else:
+            lim = np.iinfo(info.dtype)  # slow to build: once per floor, not per frame
+            value = float(min(max(math.ceil(floor / info.scale + info.zero_point), lim.min), lim.max))
+        self._thresholds[floor] = value
+        return value
 
     def decode(self, floor: float, nms_iou: float, limit: int) -> Decoded:
         raw = self.runtime.get(self.info)[0]
