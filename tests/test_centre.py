@@ -59,6 +59,7 @@ def test_upsert_dedups_and_joins_thumbnails_in_either_order(tmp_path: Path) -> N
         rx.handle(ev_topic("n1"), e1.model_dump_json().encode())          # event first
         rx.handle(ev_topic("n1"), e1.model_dump_json().encode())          # redelivery
         rx.handle(thumb_topic("n1", e1.event_id), t1)
+        rx.handle(thumb_topic("n1", e1.event_id), t1)                      # redelivered thumbnail
         rx.handle(thumb_topic("n1", e2.event_id), t2)                      # thumbnail first
         rx.handle(ev_topic("n1"), e2.model_dump_json().encode())
 
@@ -177,10 +178,12 @@ def test_two_receivers_split_a_share_group_and_the_store_has_the_union(broker, t
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     counts = [summary_counts(out) for out, _ in outs]
+    print("per receiver:", counts)
     duplicates = 8
     assert all(c["events"] > 0 for c in counts), counts                      # the load was split
     assert sum(c["events"] for c in counts) == len(sent) + duplicates         # each delivery went to one receiver
     assert sum(c["invalid"] for c in counts) == 1
+    assert sum(c["thumbnails"] for c in counts) == len(sent)                  # each joined exactly once
 
     db = sqlite3.connect(store / "centre.sqlite3")
     ids = {r[0] for r in db.execute("SELECT event_id FROM events")}

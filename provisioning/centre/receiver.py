@@ -144,7 +144,7 @@ class Receiver:
             self.stats.thumbnails += 1
         elif status == "pending":
             self.stats.thumbs_pending += 1
-        else:
+        elif status == "mismatch":
             self.stats.thumbs_bad += 1
             self._invalid(topic, "thumbnail sha256 does not match its event's thumb.sha256 (or no thumb expected)")
 

@@ -92,7 +92,8 @@ FROM events e
 GROUP BY node_id, camera_id, boot_id, track_id;
 """
 
-ThumbStatus = Literal["ok", "pending", "mismatch"]
+ThumbStatus = Literal["ok", "pending", "mismatch", "duplicate"]
+"""``duplicate``: the thumbnail was already verified and written (a redelivery); nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class Store:
             if ev_node != node_id or sha is None:
                 return "mismatch"
             if status == "ok":
-                return "ok"
+                return "duplicate"
             return self._join(db, node_id, event_id, sha, data)
 
     def set_status(self, node_id: str, kind: str, payload: dict[str, Any]) -> None:
