@@ -181,7 +181,7 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
         overlay = _overlay(sc, broker_url, work / "state", f"bench-{sc.name}")
         cfg = build_config(overlay, f"bench scenario {sc.name}")
         frame = first_frame(cfg)
-        say(f"{sc.name}: bare interpreter ({cfg.model.threads} threads, {bare_s:.0f} s)")
+        say(f"{sc.name}: bare interpreter ({cfg.model.threads} threads, {bare_s:g} s)")
         bare_before = measure_bare(cfg.model, frame, bare_s)
         say(f"{sc.name}: pipeline, {sc.frames} frames")
         agent, summary, peak, before, meter = run_pipeline(cfg, sc.frames)

@@ -1,0 +1,119 @@
+"""``edgecam bench`` on a tiny input: the JSON report's structure and its internal consistency.
+
+Nothing here asserts speed: figures vary with the machine; what must hold is that they agree with each
+other (ratios are the quotients of the reported rates, stage totals add up to the loop time, the bytes the
+meter counted match the events the agent says it published, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent.bench.metrics import STAGES
+from tests.conftest import shared
+
+FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    clip = shared("clips/traffic_frames.mp4")
+    model = shared("models/yolov8n-coco/model.tflite")
+    out = tmp_path_factory.mktemp("bench")
+    res = _cli("--source", str(clip), "--loop", "--no-motion", "--model", str(model), "--threads", "2",
+               "--frames", str(FRAMES), "--bare-seconds", "0.3", "--json", str(out / "r.json"),
+               "--chart", str(out / "stages.png"), "--doc", str(out / "PERF.md"))
+    assert res.returncode == 0, res.stderr
+    assert "inference rate ÷ bare rate" in res.stdout  # the table
+    return json.loads((out / "r.json").read_text()), out
+
+
+def test_report_structure(report):
+    rep, out = report
+    assert set(rep) >= {"command", "date", "machine", "scenarios", "derived", "checks", "raw"}
+    assert rep["machine"]["cores"] >= 1 and rep["machine"]["cpu"]
+    assert list(rep["derived"]) == ["custom"] and rep["checks"] == []  # no must-show checks for a custom source
+    d = rep["derived"]["custom"]
+    assert set(d["stage_ms_per_inference"]) == set(STAGES) == set(d["stage_ms_per_frame"])
+    assert (out / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = (out / "PERF.md").read_text()
+    assert "inference rate ÷ bare rate" in doc and "stages.png" in doc and rep["command"] in doc
+
+
+def test_rates_and_ratios_agree(report):
+    rep, _ = report
+    d, raw = rep["derived"]["custom"], rep["raw"]["custom"]
+    s = raw["summary"]
+    assert d["frames"] == s["frames"] == FRAMES  # --fast on a looped file is lossless
+    assert d["inferences"] == s["inferences"] == FRAMES  # gate off: every frame inferred
+    assert d["gate_ratio"] == pytest.approx(1.0)
+    assert d["bare_hz"] == pytest.approx((raw["bare_before"]["rate_hz"] + raw["bare_after"]["rate_hz"]) / 2)
+    for bare in (raw["bare_before"], raw["bare_after"]):
+        assert bare["rate_hz"] == pytest.approx(bare["invokes"] / bare["seconds"], rel=1e-2)
+    assert d["inference_hz"] == pytest.approx(s["inferences"] / s["loop_s"])
+    assert d["inference_ratio"] == pytest.approx(d["inference_hz"] / d["bare_hz"])
+    assert d["fps"] == pytest.approx(s["frames"] / s["loop_s"])
+
+
+def test_stage_times_add_up(report):
+    rep, _ = report
+    d, s = rep["derived"]["custom"], rep["raw"]["custom"]["summary"]
+    per_inf = d["stage_ms_per_inference"]
+    assert all(v is None or v >= 0 for v in per_inf.values())
+    main_ms = sum(per_inf[k] * d["inferences"] for k, (_, thread) in STAGES.items() if thread == "main")
+    assert main_ms == pytest.approx(s["loop_s"] * 1e3, rel=1e-3)  # loop overhead is the remainder, not a guess
+    host = sum(per_inf[k] for k, (_, thread) in STAGES.items() if thread == "main" and k != "invoke")
+    assert d["host_ms_per_inference"] == pytest.approx(host)
+    assert d["host_share_of_invoke"] == pytest.approx(host / per_inf["invoke"])
+    assert per_inf["invoke"] == pytest.approx(s["timings_ms"]["invoke"])
+
+
+def test_uplink_matches_what_the_agent_published(report):
+    rep, _ = report
+    d, raw = rep["derived"]["custom"], rep["raw"]["custom"]
+    s, up = raw["summary"], d["uplink"]
+    assert s["events"] > 0  # the highway clip has cars: something must have been published
+    assert up["events"] == s["events"] == s["published"]
+    assert up["thumbnails"] == s["thumbnails"] == len(raw["thumbs"])
+    for kind in ("events", "thumbs"):
+        totals = raw["uplink"][kind]
+        assert totals["wire_bytes"] > totals["payload_bytes"] > 0  # headers and topic on top of the payload
+    source_s = FRAMES / raw["source_fps"]
+    assert up["source_s"] == pytest.approx(source_s, abs=0.1)
+    content = up["event_bytes"] + up["thumb_bytes"]
+    assert up["bytes_per_hour"] == pytest.approx(content * 3600 / source_s + up["health_bytes_per_hour"], abs=1)
+    assert up["share_of_2mbit"] == pytest.approx(up["bytes_per_hour"] * 8 / (2e6 * 3600), rel=1e-3)
+    th = d["thumbnails"]
+    assert th["encodes"] == len(raw["encodes"]) >= up["thumbnails"]
+    assert th["long_side_max"] <= 320
+
+
+def test_memory_and_cold_start_reported(report):
+    rep, _ = report
+    d, cold = rep["derived"]["custom"], rep["raw"]["custom"]["cold_start"]
+    assert cold["exit_code"] == 0 and cold["frames"] > 0
+    assert d["cold_start_peak_rss_mb"] == cold["peak_rss_mb"] > 0
+    assert d["cold_start_first_frame_s"] == cold["first_frame_s"] > 0
+    assert d["peak_rss_mb_in_bench"] > 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent.cli", "bench", *args], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--scenario", "nope"), "--scenario nope"),
+    (("--source", "synthetic:", "--loop"), "--loop"),
+    (("--source", "webcam:0"), "webcam:0"),
+])
+def test_bad_bench_arguments_are_one_line_errors(args, needle):
+    res = _cli(*args)
+    err = res.stderr.strip()
+    assert res.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert needle in err
