@@ -112,9 +112,12 @@ def centre_listen(
     client_id: str | None = typer.Option(None, "--client-id", help="MQTT client id (default: random)."),
 ) -> None:
     """Receive events, thumbnails, state and replies from the fleet into a SQLite store."""
+    import logging
+
     from provisioning.centre.mqtt import MqttOptions
     from provisioning.centre.receiver import run_listen
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
     raise typer.Exit(run_listen(opts, store, group=group, until_idle=until_idle, quiet=quiet))
 

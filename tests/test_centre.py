@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -244,3 +245,30 @@ def test_listen_user_errors_are_one_line(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "agent.cli", "centre", "summary", "--store", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "no centre store" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_receiver_resubscribes_after_a_broker_restart(broker, tmp_path: Path) -> None:
+    procs = start_receivers([listen_cmd(broker.url, tmp_path / "s", "--group", "g", "--until-idle", "6")])
+    try:
+        broker.stop()
+        broker.start()  # same port; the receiver reconnects with backoff and subscribes again
+        pub = publisher(broker.port)
+        ev = make_event("n9", 0, 1)
+        deadline = time.monotonic() + 20
+        db = tmp_path / "s" / "centre.sqlite3"
+        # keep publishing until the receiver is back: QoS 1 to a share group with no member is just dropped
+        while time.monotonic() < deadline:
+            pub.publish(ev_topic("n9"), ev.model_dump_json(), qos=1).wait_for_publish(5)
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]:
+                    break
+            time.sleep(0.3)
+        pub.disconnect()
+        pub.loop_stop()
+        out, err = procs[0].communicate(timeout=60)
+    finally:
+        stop(procs)
+    assert procs[0].returncode == 0, err
+    assert "connection lost" in err
+    counts = summary_counts(out)
+    assert counts["unique_event_ids"] == 1 and counts["events"] >= 1
