@@ -140,6 +140,8 @@ class Receiver:
         if not payload:
             raise ValueError("empty thumbnail")
         status = self.store.add_thumb(node_id, event_id, payload)
+        if self.view and status in ("ok", "mismatch"):
+            self.view.thumb(event_id, status)
         if status == "ok":
             self.stats.thumbnails += 1
         elif status == "pending":
@@ -206,6 +208,7 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
                         client.reconnect()
                     continue
                 backoff = 0.5
+                view.tick()
                 if until_idle is not None and time.monotonic() - last[0] >= until_idle:
                     break
         except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -18,11 +19,17 @@ TYPE_STYLE = {"start": "green", "update": "cyan", "end": "magenta"}
 
 
 class EventView:
-    """Live view: time, node, type, label, score, track, thumbnail state."""
+    """Live view: time, node, type, label, score, track, thumbnail state.
 
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+    An event whose thumbnail has not arrived yet is held back up to ``grace_s`` so its line can say
+    whether the thumbnail joined (nodes publish the event first, then the JPEG).
+    """
+
+    def __init__(self, quiet: bool = False, console: Console | None = None, grace_s: float = 2.0) -> None:
         self.quiet = quiet
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.grace_s = grace_s
+        self._held: dict[str, tuple[Event, bool, float]] = {}
 
     def started(self, url: str, group: str) -> None:
         """On stderr, always: scripts wait for this line to know the subscriptions are in place."""
@@ -31,6 +38,25 @@ class EventView:
     def event(self, ev: Event, thumb: str | None, duplicate: bool = False) -> None:
         if self.quiet:
             return
+        if thumb == "pending" and not duplicate:
+            self._held[ev.event_id] = (ev, duplicate, time.monotonic() + self.grace_s)
+            return
+        self._line(ev, thumb, duplicate)
+
+    def thumb(self, event_id: str, status: str) -> None:
+        held = self._held.pop(event_id, None)
+        if held is not None:
+            self._line(held[0], status, held[1])
+
+    def tick(self, flush: bool = False) -> None:
+        """Print held events whose thumbnail did not come in time (or all of them, at exit)."""
+        now = time.monotonic()
+        for event_id, (ev, dup, deadline) in list(self._held.items()):
+            if flush or now >= deadline:
+                del self._held[event_id]
+                self._line(ev, "pending", dup)
+
+    def _line(self, ev: Event, thumb: str | None, duplicate: bool) -> None:
         style = TYPE_STYLE.get(ev.type, "white")
         mark = THUMB_MARK.get(thumb, thumb)
         dup = " [dim](again)[/]" if duplicate else ""
@@ -41,13 +67,14 @@ class EventView:
         )
 
     def summary(self, stats: Stats) -> None:
+        self.tick(flush=True)
         # Plain print: scripts and tests parse this line.
         print(stats.line(), flush=True)
 
 
 def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
     """Human tables for ``edgecam centre summary``."""
-    con = console or Console(highlight=False)
+    con = console or Console(highlight=False, soft_wrap=True)
     th = s["thumbnails"]
     con.print(f"[bold]{s['store']}[/]: {s['events']} events ({s['deliveries']} deliveries), {s['tracks']} tracks, "
               f"{th['ok']} thumbnails, {s['invalid']} invalid payloads")
