@@ -157,3 +157,12 @@ def test_synthetic_uri_goes_through_the_registry() -> None:
             n += 1
     assert n == 10
     assert "seed=9" in src.describe()
+
+
+@pytest.mark.parametrize(("width", "height", "fps"), [(64, 64, 240.0), (97, 65, 1.0), (360, 640, 30.0)])
+def test_any_resolution_and_frame_rate(width: int, height: int, fps: float) -> None:
+    s = StreetScene(seed=2, width=width, height=height, fps=fps)
+    for index in (0, 1, 12345):
+        img, truth = s.render(index)
+        assert img.shape == (height, width, 3)
+        assert all(0 <= t.bbox[0] < t.bbox[2] <= 1 for t in truth)
