@@ -1,0 +1,261 @@
+"""No loss through broker outages and a SIGKILLed publisher (real Mosquitto, real processes).
+
+The broker keeps sessions across restarts here (``persistent_broker``) so the *test subscriber* does not
+miss messages while it reconnects; the node's delivery guarantee comes from its outbox alone, which is
+what these tests check: every submitted event reaches the subscriber (duplicates allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.contract import Topics
+from agent.transport import Transport
+from tests.conftest import REPO
+from tests.transport_util import Subscriber, make_cfg, make_event, persistent_broker, versions
+
+NODE = "node-t"
+
+
+def first_occurrences(events: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for e in events:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            out.append(e)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outage_s", [10, 60])
+def test_broker_outage_mid_stream_loses_no_event(tmp_path: Path, outage_s: int) -> None:
+    broker = persistent_broker(tmp_path / "b").start()
+    sub = Subscriber(broker.port, topic=f"edgecam/v1/{NODE}/#", persistent=True, client_id="centre-sub")
+    t = Transport(make_cfg(broker.url, tmp_path / "s"), boot_id="boot-o", versions=versions(), caps=[])
+    t.start()
+    submitted: list[tuple[str, float]] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            ev = make_event(i)
+            t.submit(ev, b"\xff\xd8" + bytes(2000) if i % 3 == 0 else None)
+            submitted.append((ev.event_id, time.monotonic()))
+            i += 1
+            time.sleep(0.02)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        time.sleep(2.0)
+        down_at = time.monotonic()
+        broker.stop()
+        time.sleep(outage_s)
+        up_at = time.monotonic()
+        depth_during_outage = t.stats()["outbox_depth"]
+        broker.start()
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        producer.join()
+    try:
+        assert depth_during_outage > 0  # the outage was real: rows waited in the outbox
+        assert t.flush(60), t.stats()
+        ids = {eid for eid, _ in submitted}
+        assert sub.wait_for(lambda: ids <= {e["event_id"] for e in sub.events()}, timeout=60), (
+            f"missing {len(ids - {e['event_id'] for e in sub.events()})} of {len(ids)}")
+        events = first_occurrences(sub.events())
+        assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)  # order per node kept
+        by_id = {e["event_id"]: e for e in events}
+        waited = [eid for eid, ts in submitted if down_at + 1.0 < ts < up_at]
+        assert waited and all(by_id[eid]["historical"] for eid in waited)
+        before = [eid for eid, ts in submitted if ts < down_at - 0.5]
+        assert not any(by_id[eid]["historical"] for eid in before)
+        st = t.stats()
+        assert st["reconnects"] >= 1 and st["dropped_events"] == 0 and st["dropped_thumbs"] == 0
+        assert st["published"] >= len(ids)
+    finally:
+        t.close()
+        sub.close()
+        broker.stop()
+
+
+class Proxy:
+    """A TCP proxy in front of the broker that can hold back the broker's replies (PUBACKs) and cut links."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.hold = threading.Event()
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, from_broker: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                while from_broker and self.hold.is_set():
+                    time.sleep(0.01)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        """Drop every connection (what a NAT timeout or a flaky radio link does)."""
+        import socket
+
+        for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.conns = []
+        self.hold.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_unacknowledged_rows_are_resent_after_the_link_drops(tmp_path: Path) -> None:
+    """Published but never PUBACKed (the link died first): the rows stay and go out again, flagged."""
+    broker = persistent_broker(tmp_path / "b").start()
+    proxy = Proxy(broker.port)
+    sub = Subscriber(broker.port, topic=f"edgecam/v1/{NODE}/events")
+    t = Transport(make_cfg(f"mqtt://127.0.0.1:{proxy.port}", tmp_path / "s"), boot_id="boot-p", versions=versions(),
+                  caps=[])
+    try:
+        t.start()
+        deadline = time.monotonic() + 10
+        while not t.stats()["connected"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proxy.hold.set()
+        events = [make_event(i) for i in range(10)]
+        t.submit_many([(e, None) for e in events])
+        assert sub.wait_for(lambda: len(sub.on("/events")) >= 10)  # the broker got them …
+        time.sleep(0.3)
+        assert t.stats()["outbox_depth"] == 10 and t.stats()["inflight"] == 10  # … but no PUBACK came back
+        proxy.cut()
+        assert t.flush(20), t.stats()
+        assert sub.wait_for(lambda: len(sub.on("/events")) >= 20)
+        got = sub.events()
+        assert [e["event_id"] for e in got[10:]] == [e.event_id for e in events]  # resent, in order
+        assert not any(e["historical"] for e in got[:10]) and all(e["historical"] for e in got[10:])
+        assert t.stats()["reconnects"] >= 1
+    finally:
+        t.close()
+        proxy.close()
+        sub.close()
+        broker.stop()
+
+
+def _publisher(broker_url: str, state_dir: Path, count: int, lines: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.transport_util", "--url", broker_url, "--state-dir", str(state_dir),
+         "--count", str(count), "--interval", "0.005", "--thumb-bytes", "1000"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc
+
+
+def _wait_lines(lines: list[str], n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for ln in lines if ln.startswith("submitted")) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"publisher printed {len(lines)} lines, wanted {n}")
+        time.sleep(0.01)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def _states(sub: Subscriber) -> list[dict]:
+    return [json.loads(m.payload) for m in sub.on("/state") if m.topic == Topics(NODE).state]
+
+
+@pytest.mark.slow
+def test_sigkilled_publisher_delivers_everything_after_restart(tmp_path: Path) -> None:
+    broker = persistent_broker(tmp_path / "b").start()
+    sub = Subscriber(broker.port, topic=f"edgecam/v1/{NODE}/#", persistent=True, client_id="centre-sub")
+    state_dir = tmp_path / "node-state"
+    run1: list[str] = []
+    run2: list[str] = []
+    procs = [_publisher(broker.url, state_dir, 1_000_000, run1)]
+    try:
+        # 1: killed mid-stream while connected (rows in flight): the broker publishes the Will
+        _wait_lines(run1, 200)
+        _kill(procs[0])
+        assert sub.wait_for(lambda: any(not s["online"] for s in _states(sub)), timeout=20)
+        will = _states(sub)[-1]
+        births = [s for s in _states(sub) if s["online"]]
+        assert will == {"online": False, "bd_seq": births[-1]["bd_seq"]}  # the Will of the last connection
+        # 2: restarted, then the broker goes away and the node is killed with a backlog in its outbox
+        procs.append(_publisher(broker.url, state_dir, 1_000_000, run2))
+        _wait_lines(run2, 100)
+        broker.stop()
+        _wait_lines(run2, 400)
+        _kill(procs[1])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    time.sleep(0.2)  # the reader threads take the last lines
+    submitted = [ln.split()[1] for ln in run1 + run2 if ln.startswith("submitted")]
+    received_before = {e["event_id"] for e in sub.events()}
+    backlog = set(submitted) - received_before
+    assert len(backlog) >= 250  # what only the outbox on disk still holds
+
+    # 3: broker back, node restarted without new events: everything that reached the outbox arrives
+    broker.start()
+    run3: list[str] = []
+    proc3 = _publisher(broker.url, state_dir, 0, run3)
+    try:
+        assert proc3.wait(90) == 0, run3[-3:]
+    finally:
+        if proc3.poll() is None:
+            proc3.kill()
+    ids = set(submitted)
+    assert sub.wait_for(lambda: ids <= {e["event_id"] for e in sub.events()}, timeout=30), (
+        f"missing {len(ids - {e['event_id'] for e in sub.events()})} of {len(ids)} submitted events")
+    replayed = [e for e in sub.events() if e["event_id"] in backlog]
+    assert replayed and all(e["historical"] for e in replayed)  # loaded from a previous run's outbox
+    assert _states(sub)[-1]["online"] is False  # run 3 stopped gracefully
+    assert max(s["bd_seq"] for s in _states(sub)) > will["bd_seq"]
+    sub.close()
+    broker.stop()
