@@ -110,6 +110,10 @@ def centre_listen(
                                             help="Exit after this many seconds without a message."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-event lines, only the summary."),
     client_id: str | None = typer.Option(None, "--client-id", help="MQTT client id (default: random)."),
+    session_expiry: int = typer.Option(
+        0, "--session-expiry", min=0,
+        help="Keep a persistent session this many seconds (the broker queues events while the receiver is "
+             "down); needs --client-id."),
 ) -> None:
     """Receive events, thumbnails, state and replies from the fleet into a SQLite store."""
     import logging
@@ -118,8 +122,13 @@ def centre_listen(
     from provisioning.centre.receiver import run_listen
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agent.errors import EdgecamError
+
+    if session_expiry and not client_id:
+        raise EdgecamError("--session-expiry: needs a stable --client-id (a random one would strand the session)")
     opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
-    raise typer.Exit(run_listen(opts, store, group=group, until_idle=until_idle, quiet=quiet))
+    raise typer.Exit(run_listen(opts, store, group=group, until_idle=until_idle, quiet=quiet,
+                                session_expiry=session_expiry))
 
 
 @centre_app.command("summary")

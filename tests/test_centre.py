@@ -272,3 +272,26 @@ def test_receiver_resubscribes_after_a_broker_restart(broker, tmp_path: Path) ->
     assert "connection lost" in err
     counts = summary_counts(out)
     assert counts["unique_event_ids"] == 1 and counts["events"] >= 1
+
+
+def test_persistent_session_gets_what_was_published_while_the_receiver_was_down(broker, tmp_path: Path) -> None:
+    cmd = listen_cmd(broker.url, tmp_path / "s", "--group", "g", "--client-id", "rx-p", "--session-expiry", "60",
+                     "--quiet")
+    first = start_receivers([[*cmd, "--until-idle", "0.5"]])
+    assert first[0].wait(30) == 0
+    pub = publisher(broker.port)
+    sent = [make_event("n5", i, 1) for i in range(3)]
+    for ev in sent:
+        pub.publish(ev_topic("n5"), ev.model_dump_json(), qos=1).wait_for_publish(5)
+    pub.disconnect()
+    pub.loop_stop()
+    procs = start_receivers([[*cmd, "--until-idle", "1.5"]])
+    try:
+        out, err = procs[0].communicate(timeout=60)
+    finally:
+        stop(procs)
+    assert procs[0].returncode == 0, err
+    assert summary_counts(out)["unique_event_ids"] == 3
+    res = subprocess.run(listen_cmd(broker.url, tmp_path / "x", "--session-expiry", "5"), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "--client-id" in res.stderr

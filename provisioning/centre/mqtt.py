@@ -62,19 +62,31 @@ def make_client(opts: MqttOptions):
     return client
 
 
-def connect_blocking(client, opts: MqttOptions, timeout: float = 10.0) -> None:
-    """Connect and run the loop until CONNACK; any failure is one EdgecamError line naming the broker."""
+def connect_blocking(client, opts: MqttOptions, timeout: float = 10.0, session_expiry: int = 0) -> bool:
+    """Connect and run the loop until CONNACK; any failure is one EdgecamError line naming the broker.
+
+    ``session_expiry > 0`` asks for a persistent session (clean start off): the broker keeps our
+    subscriptions and queues QoS 1 messages while we are away. Returns the CONNACK's session-present flag.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
     result: dict[str, object] = {}
 
-    def on_connect(_c, _u, _flags, reason, _props):
+    def on_connect(_c, _u, flags, reason, _props):
         result["rc"] = reason
+        result["present"] = bool(getattr(flags, "session_present", False))
 
     def on_disconnect(_c, _u, _flags, reason, _props):
         result.setdefault("rc", reason)
 
     client.on_connect, client.on_disconnect = on_connect, on_disconnect
     try:
-        client.connect(opts.host, opts.port, keepalive=30, clean_start=True)
+        props = None
+        if session_expiry > 0:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry
+        client.connect(opts.host, opts.port, keepalive=30, clean_start=session_expiry <= 0, properties=props)
     except (OSError, ssl.SSLError) as exc:
         raise EdgecamError(f"{opts.url}: cannot connect ({exc})") from None
     deadline = time.monotonic() + timeout
@@ -85,3 +97,4 @@ def connect_blocking(client, opts: MqttOptions, timeout: float = 10.0) -> None:
         raise EdgecamError(f"{opts.url}: no CONNACK within {timeout:g}s")
     if getattr(rc, "is_failure", False):
         raise EdgecamError(f"{opts.url}: connection refused or closed ({rc})")
+    return bool(result.get("present"))

@@ -152,8 +152,12 @@ class Receiver:
 
 
 def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", until_idle: float | None = None,
-               quiet: bool = False) -> int:
-    """Receive until SIGINT/SIGTERM or ``until_idle`` seconds without a message; print the summary line."""
+               quiet: bool = False, session_expiry: int = 0) -> int:
+    """Receive until SIGINT/SIGTERM or ``until_idle`` seconds without a message; print the summary line.
+
+    With ``session_expiry`` the broker queues events for this receiver while it is down (at least once
+    end to end, since nodes forget an event once the broker acknowledged it); that needs a stable client id.
+    """
     import paho.mqtt.client as mqtt
 
     from agent.errors import EdgecamError
@@ -166,7 +170,6 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
         last = [time.monotonic()]
         subacks: list[Any] = []
         client = make_client(opts)
-        connect_blocking(client, opts)
 
         def on_message(_c, _u, msg) -> None:
             last[0] = time.monotonic()
@@ -179,7 +182,10 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
             if not reason.is_failure:
                 c.subscribe(subscriptions(group))
 
-        client.on_message, client.on_subscribe, client.on_connect = on_message, on_subscribe, on_connect
+        # handlers first: a persistent session's queued messages may come right behind the CONNACK
+        client.on_message, client.on_subscribe = on_message, on_subscribe
+        connect_blocking(client, opts, session_expiry=session_expiry)
+        client.on_connect = on_connect
         client.subscribe(subscriptions(group))
         deadline = time.monotonic() + 10
         while not subacks and time.monotonic() < deadline:
