@@ -72,11 +72,6 @@ class Stats:
         return (f"summary: events={self.events} unique_event_ids={len(self.event_ids)} tracks={len(self.tracks)} "
                 f"thumbnails={self.thumbnails} invalid={self.invalid}")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "unique_event_ids": len(self.event_ids), "tracks": len(self.tracks),
-                "thumbnails": self.thumbnails, "invalid": self.invalid, "duplicates": self.duplicates,
-                "thumbs_pending": self.thumbs_pending, "thumbs_bad": self.thumbs_bad, "errors": self.errors}
-
 
 class Receiver:
     """Routes one MQTT message to validation and the store; independent of the network loop."""
