@@ -302,3 +302,19 @@ def test_tls_files_missing_is_a_one_line_config_error(tmp_path: Path) -> None:
         make_transport("mqtts://localhost:8883", tmp_path / "s", mqtt={"tls_ca": str(tmp_path / "nope.pem")})
     with pytest.raises(ConfigError, match=r"mqtt\.tls_cert"):
         make_transport("mqtts://localhost:8883", tmp_path / "s", mqtt={"tls_cert": str(tmp_path / "nope.pem")})
+
+
+def test_mqtt_311_fallback_when_asked(broker: Broker, tmp_path: Path) -> None:
+    sub = Subscriber(broker.port)
+    t = make_transport(broker.url, tmp_path / "s", mqtt={"protocol": "3.1.1"})
+    t.start()
+    t.submit(make_event(1), b"\xff\xd8x")
+    assert t.flush(15)
+    assert sub.wait_for(lambda: sub.on("/events") and sub.on("/state"))
+    assert t.max_payload is None  # MQTT 3.1.1 has no Maximum Packet Size
+    publish(broker.port, T.cmd_req, b'{"cmd_id": "p1", "op": "ping"}')
+    assert sub.wait_for(lambda: sub.on("/cmd/res"))
+    assert json.loads(sub.on("/cmd/res")[0].payload)["status"] == "ok"
+    t.close()
+    assert sub.wait_for(lambda: not json.loads(sub.on("/state")[-1].payload)["online"])
+    sub.close()
