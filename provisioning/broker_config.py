@@ -162,6 +162,8 @@ def write_broker_config(ca_dir: Path, port: int, out_dir: Path, *, bind: str | N
     if insecure_loopback_port is not None and insecure_loopback_port in (port, 0):
         raise CaError(f"--insecure-loopback-port {insecure_loopback_port}: must differ from --port")
     ca = CaFiles(Path(ca_dir))
+    if not ca.ca_cert.exists():
+        raise CaError(f"{ca.ca_cert}: no CA here; run `edgecam ca init --dir {ca.dir}` first")
     centres = centre_names(ca.dir)
     out = Path(out_dir).resolve()
     certs = out / "certs"

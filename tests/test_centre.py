@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 import simplejpeg
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -295,3 +296,19 @@ def test_persistent_session_gets_what_was_published_while_the_receiver_was_down(
     res = subprocess.run(listen_cmd(broker.url, tmp_path / "x", "--session-expiry", "5"), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and "--client-id" in res.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["centre", "command", "n1", "ping", "--args", "{bad", "--mqtt", "mqtt://127.0.0.1:1"], "--args"),
+    (["centre", "command", "n1", "explode", "--mqtt", "mqtt://127.0.0.1:1"], "op"),
+    (["centre", "command", "n1", "ping", "--mqtt", "http://x"], "mqtt://host:port"),
+    (["centre", "command", "n1", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "cannot connect"),
+    (["centre", "listen", "--mqtt", "mqtt://127.0.0.1:1", "--store", "{tmp}/s", "--group", "a/b"], "--group"),
+    (["broker-config", "--ca", "{tmp}/none", "--out", "{tmp}/b"], "ca init"),
+])
+def test_centre_and_broker_cli_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    res = subprocess.run([sys.executable, "-m", "agent.cli", *argv], capture_output=True, text=True, timeout=60)
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, err)
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
