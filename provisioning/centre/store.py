@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ from agent.contract import Event
 from agent.errors import EdgecamError
 
 DB_NAME = "centre.sqlite3"
+PENDING_MAX_AGE_S = 86_400
+"""A thumbnail whose event has not come within a day is dropped (bounds what a node can park here)."""
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 """Ids that become file names (node folder, ``{event_id}.jpg``): no slashes, no leading dot."""
 
@@ -207,6 +209,8 @@ class Store:
             row = db.execute("SELECT node_id, thumb_sha256, thumb_status FROM events WHERE event_id = ?",
                              (event_id,)).fetchone()
             if row is None:
+                cutoff = _iso(datetime.now(timezone.utc) - timedelta(seconds=PENDING_MAX_AGE_S))
+                db.execute("DELETE FROM pending_thumbs WHERE received_at < ?", (cutoff,))
                 db.execute("INSERT OR REPLACE INTO pending_thumbs (event_id, node_id, data, received_at)"
                            " VALUES (?, ?, ?, ?)", (event_id, node_id, data, _now()))
                 return "pending"
