@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def check_client_id(name: str, *, what: str = "node id", allow_reserved: bool = 
     return name
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+             days: int) -> x509.CertificateBuilder:
     now = _now()
     return (
         x509.CertificateBuilder()
@@ -175,7 +177,7 @@ class CertificateAuthority:
         attrs = self.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         return str(attrs[0].value) if attrs else "edgecam"
 
-    def _sign(self, builder: x509.CertificateBuilder, public_key) -> x509.Certificate:
+    def _sign(self, builder: x509.CertificateBuilder, public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
         cert = (
             builder.add_extension(aki, critical=False)
@@ -205,13 +207,19 @@ class CertificateAuthority:
             CaFiles(self.dir).crl.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         return crl
 
-    def sign_client(self, cn: str, public_key, days: int = CLIENT_DAYS) -> x509.Certificate:
+    def _days(self, days: int) -> int:
+        """A certificate never outlives the CA that signed it."""
+        left = (self.cert.not_valid_after_utc - _now()).days
+        return max(1, min(days, left))
+
+    def sign_client(self, cn: str, public_key: ec.EllipticCurvePublicKey, days: int = CLIENT_DAYS) -> x509.Certificate:
         """A TLS client certificate whose CN is the MQTT username (node id or centre name)."""
-        b = _builder(_name(cn, self.org), self.cert.subject, public_key, days)
+        b = _builder(_name(cn, self.org), self.cert.subject, public_key, self._days(days))
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         return self._sign(b, public_key)
 
-    def sign_server(self, hosts: list[str], public_key, days: int = SERVER_DAYS) -> x509.Certificate:
+    def sign_server(self, hosts: list[str], public_key: ec.EllipticCurvePublicKey,
+                    days: int = SERVER_DAYS) -> x509.Certificate:
         """The broker's certificate: SANs for every host name and IP address clients will dial."""
         sans: list[x509.GeneralName] = []
         for host in hosts:
@@ -219,7 +227,7 @@ class CertificateAuthority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 sans.append(x509.DNSName(host))
-        b = _builder(_name(hosts[0], self.org), self.cert.subject, public_key, days)
+        b = _builder(_name(hosts[0], self.org), self.cert.subject, public_key, self._days(days))
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         return self._sign(b, public_key)
@@ -267,6 +275,8 @@ def init_ca(ca_dir: Path, hosts: list[str] | None = None, centre: str = "centre"
     write_cert(files.ca_cert, cert)
     if files.revoked.exists():
         files.revoked.unlink()
+    if files.issued.exists():  # certificates of a replaced CA mean nothing to the new one
+        shutil.rmtree(files.issued)
     ca = CertificateAuthority(cert, key, files.dir)
     ca.write_crl({})
 

@@ -163,3 +163,9 @@ def test_revoke_lists_every_cert_of_that_cn_in_the_crl(tmp_path: Path) -> None:
     assert crl.get_revoked_certificate_by_serial_number(keep.serial_number) is None
     with pytest.raises(CaError, match="no certificate"):
         revoke("never-issued", files.dir)
+
+
+def test_a_node_cert_never_outlives_its_ca(tmp_path: Path) -> None:
+    files = init_ca(tmp_path / "ca", days=100)
+    cert = load_cert(issue_node("n1", files.dir, tmp_path / "o").cert)
+    assert cert.not_valid_after_utc <= load_cert(files.ca_cert).not_valid_after_utc
