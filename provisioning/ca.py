@@ -177,7 +177,7 @@ class CertificateAuthority:
         attrs = self.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         return str(attrs[0].value) if attrs else "edgecam"
 
-    def _sign(self, builder: x509.CertificateBuilder, public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
+    def _sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
         cert = (
             builder.add_extension(aki, critical=False)
@@ -216,7 +216,7 @@ class CertificateAuthority:
         """A TLS client certificate whose CN is the MQTT username (node id or centre name)."""
         b = _builder(_name(cn, self.org), self.cert.subject, public_key, self._days(days))
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        return self._sign(b, public_key)
+        return self._sign(b)
 
     def sign_server(self, hosts: list[str], public_key: ec.EllipticCurvePublicKey,
                     days: int = SERVER_DAYS) -> x509.Certificate:
@@ -230,7 +230,7 @@ class CertificateAuthority:
         b = _builder(_name(hosts[0], self.org), self.cert.subject, public_key, self._days(days))
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        return self._sign(b, public_key)
+        return self._sign(b)
 
     def sign_csr(self, csr_pem: bytes, cn: str, days: int = CLIENT_DAYS) -> x509.Certificate:
         """Sign a node's CSR (enrolment). The CN is ours to choose, whatever the CSR asked for."""
