@@ -9,8 +9,10 @@ chain, not one event a minute.
 
 Thumbnails: the best frame of a track (score × √area, halved when the box touches the frame edge) is
 cropped whenever it improves by ``THUMB_IMPROVE``; it is JPEG-encoded only when an event is about to
-carry it, and attached only if it differs from the last one sent for that track. The ``start`` always
-carries one, so every track has a thumbnail by its ``end`` (unless thumbnails are disabled).
+carry it, and attached to a later event only if it beats the one sent by ``THUMB_RESEND``. The ``start``
+always carries one, so every track has a thumbnail by its ``end`` (unless thumbnails are disabled); a
+track whose best view is still cut by the frame border defers its ``start`` up to ``START_DEFER_S`` for a
+full view, so one picture per passer-by usually suffices (the uplink budget of a busy street).
 
 Frames the motion gate skipped (``on_skipped_frame``) carry no detections: they never count as misses
 (nothing moved, so nothing left), but heartbeats and ends already due (a track missed on enough inferred
@@ -42,6 +44,12 @@ STATIONARY_HEARTBEAT = 10
 THUMB_IMPROVE = 0.10
 #: boxes within this distance of the frame border are likely cut off (a walker half in view)
 EDGE_MARGIN = 0.005
+#: a later event re-sends the thumbnail only when the best frame is this much better than the one sent
+#: (one good picture per passer-by, not one per step: the uplink is shared by a whole city)
+THUMB_RESEND = 1.5
+#: a confirmed track whose best view is still cut by the frame border waits up to this long (since first
+#: seen) for a full view before its ``start``, so the start's thumbnail is the one worth keeping
+START_DEFER_S = 1.5
 
 
 @dataclass
@@ -63,6 +71,8 @@ class _TrackState:
     sent_top: float = 0.0
     sent_bbox: BBox = (0.0, 0.0, 0.0, 0.0)
     best_q: float = -1.0
+    best_edge: bool = False
+    sent_q: float = 0.0
     best_crop: np.ndarray | None = None
     best_version: int = 0
     thumb: Thumb | None = None
@@ -182,6 +192,8 @@ class EventEngine:
                 continue
             st = self._states[track.uid]
             if not st.started:
+                if self._defer_start(st, ts):
+                    continue
                 self._counts["tracks_started"] += 1
                 out.append(self._emit("start", st, ts))
                 continue
@@ -191,6 +203,10 @@ class EventEngine:
                     self._reasons[r] = self._reasons.get(r, 0) + 1
                 out.append(self._emit("update", st, ts))
         return out
+
+    def _defer_start(self, st: _TrackState, ts: float) -> bool:
+        return (self.cfg.thumbnails.enabled and st.best_edge and st.best_crop is not None
+                and ts - st.track.first_ts < START_DEFER_S)
 
     def _update_reasons(self, st: _TrackState, ts: float) -> list[str]:
         ev, t = self.cfg.events, st.track
@@ -223,6 +239,9 @@ class EventEngine:
         out = []
         for track in tracks:
             st = self._states.pop(track.uid, None)
+            if st is not None and not st.started and track.confirmed:  # ended while its start was deferred
+                self._counts["tracks_started"] += 1
+                out.append(self._emit("start", st, ts))
             if st is None or not st.started:
                 self._counts["tracks_discarded"] += 1
                 continue
@@ -270,6 +289,8 @@ class EventEngine:
         if st.best_crop is not None and q <= st.best_q * (1 + THUMB_IMPROVE):
             return
         st.best_q = q
+        x1, y1, x2, y2 = t.bbox
+        st.best_edge = min(x1, y1) <= EDGE_MARGIN or max(x2, y2) >= 1 - EDGE_MARGIN
         st.best_crop = self.thumbnailer.crop(image, t.bbox)
         st.best_version += 1
         self._counts["crops"] += 1
@@ -285,7 +306,9 @@ class EventEngine:
             st.thumb_version, st.thumb_budget = st.best_version, budget
         if st.thumb is None or st.thumb.sha256 == st.sent_sha:
             return None, None
-        st.sent_sha = st.thumb.sha256
+        if st.sent_sha is not None and not misfit and st.best_q < st.sent_q * THUMB_RESEND:
+            return None, None
+        st.sent_sha, st.sent_q = st.thumb.sha256, st.best_q
         self._counts["thumbnails"] += 1
         self._counts["thumb_bytes"] += len(st.thumb.jpeg)
         return st.thumb.ref, st.thumb.jpeg

@@ -48,7 +48,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     """RGB uint8 → JPEG bytes (simplejpeg, else OpenCV)."""
     rgb = np.ascontiguousarray(rgb)
     if simplejpeg is not None:
-        return simplejpeg.encode_jpeg(rgb, quality=int(quality), colorspace="RGB")
+        # 4:2:0 chroma, as every camera and OpenCV use: full-resolution luma, ~15% fewer bytes than 4:4:4
+        return simplejpeg.encode_jpeg(rgb, quality=int(quality), colorspace="RGB", colorsubsampling="420")
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover
         raise ValueError("JPEG encoding failed")
