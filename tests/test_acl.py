@@ -167,13 +167,14 @@ def test_enrolment_topics_are_confined_to_the_claim_identity(tls_broker, pki, cl
 
 
 def test_insecure_loopback_listener_is_read_only(tmp_path: Path, pki, clients) -> None:
-    from tests.broker import free_port
+    from tests.broker import free_port, wait_port
 
     plain_port = free_port()
     b = start_tls_broker(tmp_path / "b", pki, insecure_loopback_port=plain_port)
     try:
+        wait_port(plain_port)  # the harness waited for the TLS port; listeners open one after the other
         watcher = clients(plain_port, None, "watcher", tls=False)
-        assert watcher.connected
+        assert watcher.connected, (watcher.error, watcher.connack, watcher.disconnected, b.log()[-1500:])
         watcher.subscribe("edgecam/v1/#")
         assert watcher.publish("edgecam/v1/node-a/cmd/req", b"{}").value == NOT_AUTHORIZED
         assert watcher.publish("edgecam/v1/node-a/events", b"{}").value == NOT_AUTHORIZED
