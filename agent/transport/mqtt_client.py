@@ -213,7 +213,14 @@ class MqttLink:
     def _run(self) -> None:
         delays = backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
         while not self._stop.is_set():
-            up_at = self._connection()
+            try:
+                up_at = self._connection()
+            except Exception as exc:  # e.g. the state store failing: keep the link thread alive, retry later
+                if self._stop.is_set():
+                    break
+                log.exception("mqtt: connection attempt failed")
+                self._failed(f"connection attempt failed: {exc}")
+                up_at = None
             if up_at is not None and time.monotonic() - up_at >= STABLE_AFTER_S:
                 delays = backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
             if self._stop.is_set():
