@@ -80,6 +80,7 @@ def test_events_and_thumbs_delivered_in_order_with_state(broker: Broker, tmp_pat
     assert states[0]["online"] is True and states[0]["bd_seq"] == st["bd_seq"] >= 1
     assert states[0]["boot_id"] == "boot-1" and states[0]["versions"]["agent"] == "test"
     t.close()
+    assert t.stats()["published"] == 40 and not t.stats()["connected"]  # still readable for the run summary
     assert sub.wait_for(lambda: len(sub.on("/state")) >= 2)
     last = json.loads(sub.on("/state")[-1].payload)
     assert last["online"] is False and last["bd_seq"] == states[0]["bd_seq"]
