@@ -158,7 +158,8 @@ class EventsConfig(Section):
     on_label_change: bool = True
     on_zone_change: bool = True
     top_score_delta: float = Field(0.1, ge=0, le=1)
-    bbox_move: float = Field(0.25, ge=0, description="centre moved by this share of the box diagonal")
+    bbox_move: float = Field(4.0, ge=0, description="centre moved by this many box diagonals since the last "
+                             "event (0 = off); small values flood a busy street's uplink with position updates")
     heartbeat_s: float = Field(60.0, gt=0)
     min_update_interval_s: float = Field(1.0, ge=0)
 
@@ -190,7 +191,8 @@ class ThumbnailConfig(Section):
     max_bytes: int = Field(24_000, ge=1_000)
     max_side: int = Field(320, ge=32)
     context: float = Field(0.15, ge=0, le=2, description="margin added around the box, share of its size")
-    quality: int = Field(85, ge=10, le=100)
+    quality: int = Field(65, ge=10, le=100, description="JPEG quality at native resolution (uplink budget: "
+                         "see docs/PERFORMANCE.md)")
     min_quality: int = Field(35, ge=5, le=100)
 
 

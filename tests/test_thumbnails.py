@@ -60,7 +60,7 @@ def test_quality_first_on_easy_content():
     smooth[:, :, 0] = np.linspace(0, 255, 300, dtype=np.uint8)
     thumb = th.encode(smooth)
     assert thumb is not None and (thumb.w, thumb.h) == (300, 200)  # fits at full size and top quality
-    assert thumb.jpeg == encode_jpeg(smooth, 85)
+    assert thumb.jpeg == encode_jpeg(smooth, th.cfg.quality)
     assert th.encodes == 1
 
 
