@@ -103,6 +103,10 @@ def derive(r: ScenarioResult) -> dict[str, Any]:
     per_inf = {k: (v / infs if v is not None and infs else None) for k, v in totals.items()}
     per_frame = {k: (v / frames if v is not None and frames else None) for k, v in totals.items()}
     cold = r.cold_start
+    source_h = frames / r.source_fps / 3600 if r.source_fps else 0.0
+    truth = {label: {"per_hour": round(t["objects"] / source_h) if source_h else None,
+                     "mean_in_view": round(t["object_frames"] / frames, 2) if frames else None}
+             for label, t in sorted(r.truth.items())}
     return {
         "bare_hz": bare_hz,
         "bare_drift": _share(abs(r.bare_before.rate_hz - r.bare_after.rate_hz), bare_hz),
@@ -122,6 +126,7 @@ def derive(r: ScenarioResult) -> dict[str, Any]:
         "stage_ms_per_frame": per_frame,
         "uplink": uplink(r),
         "thumbnails": thumbnails_native(r),
+        "truth": truth,
         "tracks": s.get("tracks", 0),
         "events": s.get("events", 0),
         "peak_rss_mb_in_bench": r.peak_rss_mb,

@@ -49,6 +49,8 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("… including capture thread", f"{_f(d['host_ms_per_inference_incl_capture'], '.3f')} "
                                         f"({_pct(d['host_share_of_invoke_incl_capture'])} of invoke)"),
         ("tracks / events", f"{d['tracks']} / {d['events']}"),
+        *[(f"scene truth: {label}", f"{t['per_hour']}/h, {t['mean_in_view']} in view on average")
+          for label, t in d.get("truth", {}).items()],
         ("source time (s)", _f(up["source_s"], ".0f")),
         ("events / thumbnails published", f"{up['events']} / {up['thumbnails']}"),
         ("mean thumbnail (bytes)", _f(up["mean_thumb_bytes"], ".0f")),

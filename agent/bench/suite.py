@@ -75,7 +75,10 @@ def evaluate(derived: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def acceptance_scenarios(threads: int = 2, scale: float = 1.0, model: Path | None = None) -> list[Scenario]:
-    """The issue's scenarios; ``scale`` shortens them (0.1 for a quick look; the figures need 1.0)."""
+    """The issue's scenarios; ``scale`` shortens them (0.1 for a quick look; the figures need 1.0).
+
+    ``model`` replaces every scenario's model (default: YOLOv8n from ../shared/data, the demo model for the
+    synthetic street)."""
 
     def n(frames: int) -> int:
         return max(20, int(frames * scale))
@@ -92,6 +95,6 @@ def acceptance_scenarios(threads: int = 2, scale: float = 1.0, model: Path | Non
                  frames=n(6000)),
         Scenario(name="busy-street", title="synthetic busy street (1280x720, 15 fps), gate on, bundled demo model",
                  config={"source": {"kind": "synthetic", "seed": 7, "fps": 15.0}, "capture": {"fast": True},
-                         "model": {"threads": threads}},
+                         "model": {"threads": threads, **({"path": str(model)} if model else {})}},
                  frames=n(15 * 600)),
     ]
