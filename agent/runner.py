@@ -54,6 +54,7 @@ class Counters:
     first_frame_s: float | None = None
     first_frame_t: float | None = None  # monotonic, when the first frame's processing began
     last_frame_t: float | None = None  # monotonic, when the newest frame's processing ended
+    first_done_t: float | None = None  # monotonic, when the first frame's processing ended
 
 
 class Agent:
@@ -200,6 +201,8 @@ class Agent:
         c.engine_ms += (time.perf_counter() - t1) * 1e3
         self._submit(out)
         c.last_frame_t = time.monotonic()
+        if c.first_done_t is None:
+            c.first_done_t = c.last_frame_t
 
     def _health(self) -> Health:
         from agent.events.clock import clock_synced
@@ -298,7 +301,7 @@ class Agent:
             "tracks": self.engine.stats.get("tracks_started", 0),
             "elapsed_s": round(elapsed, 3),
             "first_frame_s": c.first_frame_s,
-            "process_first_frame_s": _since_process_start(c.first_frame_t),
+            "process_first_frame_s": _since_process_start(c.first_done_t),
             "loop_s": loop_s,
             "inference_hz": c.inferences / loop_s if loop_s else None,
             "peak_rss_mb": _peak_rss_mb(),
