@@ -31,8 +31,16 @@ NOTES = [
     "  events and thumbnails per hour of source time, health at its configured period (30 s), state once",
     "  per boot (not counted). TCP/IP and TLS framing are not included.",
     "- *Cold start*: a fresh `python -m agent.cli run` process (config from `EDGECAM_…` env); first frame",
-    "  time is from the process's start (exec) to the end of the first processed frame's capture hand-off;",
-    "  peak RSS is the process's `ru_maxrss`.",
+    "  time is from the process's start (exec, before any import) to the end of the first frame's",
+    "  processing (detected, tracked, events submitted); peak RSS is that process's `ru_maxrss`. The",
+    "  in-bench RSS figure is the bench process's high-water mark during the pipeline run (reset before it).",
+    "- *Footage*: `every-frame` and `still` use the real highway clip and frame in `../shared/data/clips`",
+    "  (20 frames, looped; a loop restarts the traffic, so tracks end and start more often than on a live",
+    "  camera). No real footage with people is available, so `busy-street` is the synthetic street scene",
+    "  (`synthetic:`, seed 7: its ground truth counts are in the table) seen by the bundled demo model; its",
+    "  sensor noise makes JPEGs somewhat larger than a real camera's would be.",
+    "- *Machine load*: other jobs on the machine slow the bare and the pipeline runs alike only if they are",
+    "  steady; the bare drift figure says how much the machine changed between the two bare runs.",
     "",
 ]
 
