@@ -111,7 +111,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert acked == 400 and ob.depth == 0 and ob.bytes == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.sampled_from(["event", "thumb"]), st.integers(1, 30_000)),
                          min_size=1, max_size=6), min_size=1, max_size=25))
 def test_drop_policy_invariants(tmp_path_factory, batches) -> None:
