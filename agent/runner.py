@@ -363,7 +363,12 @@ def _reexec() -> None:
 
 
 def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
+    from agent.transport.config_sync import apply_persisted
+
     setup_logging(cfg.log_level)
+    # the centre's last applied config/desired stays in force across restarts (and the restart it caused)
+    cfg = apply_persisted(cfg)
+    logging.getLogger().setLevel(cfg.log_level)
     agent = Agent(cfg, opts)
 
     def _stop(signum, _frame) -> None:
