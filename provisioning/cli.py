@@ -105,7 +105,8 @@ def centre_listen(
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Centre client certificate."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Centre client key."),
-    group: str = typer.Option("centre", "--group", help="Shared-subscription group: receivers in it split the load."),
+    group: str = typer.Option("centre", "--group", help="Shared-subscription group: receivers in it split the load. "
+                               "'' for one receiver whose persistent session the broker queues while it is down."),
     until_idle: float | None = typer.Option(None, "--until-idle", min=0.1,
                                             help="Exit after this many seconds without a message."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-event lines, only the summary."),

@@ -27,7 +27,7 @@ def test_commands_config_and_graceful_stop(tmp_path, broker):
     node = subprocess.Popen(cli("run", "--source", "synthetic:?width=640&height=360", "--mqtt", broker.url,
                                 "--node-id", "n-ctl", "--state-dir", str(tmp_path / "state"),
                                 "--summary-json", str(tmp_path / "summary.json")),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert col.wait_for(lambda: any(State.model_validate_json(m.payload).online for m in col.on("/state")), 60)
         res = command(broker.url, "n-ctl", "ping")
@@ -59,8 +59,7 @@ def test_commands_config_and_graceful_stop(tmp_path, broker):
         assert node.poll() is None, "the agent keeps running after a bad config"
 
         node.send_signal(signal.SIGTERM)
-        _, err = node.communicate(timeout=60)
-        assert node.returncode == 0, err[-2000:]
+        assert node.wait(timeout=60) == 0
         assert col.wait_for(lambda: not State.model_validate_json(col.on("/state")[-1].payload).online, 10)
         summary = json.loads((tmp_path / "summary.json").read_text())
         assert summary["frames"] > 0
@@ -73,7 +72,7 @@ def test_cold_config_change_restarts_into_the_new_config(tmp_path, broker):
     col = Collector(broker.port)
     node = subprocess.Popen(cli("run", "--source", "synthetic:?width=640&height=360", "--mqtt", broker.url,
                                 "--node-id", "n-cold", "--state-dir", str(tmp_path / "state")),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert col.wait_for(lambda: col.on("/state"), 60)
         publish(broker.port, "edgecam/v1/n-cold/config/desired",

@@ -2,8 +2,9 @@
 
 Nothing may be lost: the centre's unique event ids must equal the agent's own count (``--summary-json``),
 or, after a SIGKILL, include every event that was in the outbox when the agent died. The broker keeps
-sessions across its restart (persistence on) so the centre's persistent session is not what is tested;
-the agent's outbox is.
+sessions across its restart (persistence on) and the receiver subscribes plainly (Mosquitto does not
+queue shared subscriptions for an offline receiver), so the centre's session is not what is tested: the
+agent's outbox is.
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ def cli(*args: str) -> list[str]:
 
 
 def start_centre(url: str, store: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cli("centre", "listen", "--mqtt", url, "--store", str(store), "--quiet",
-                                "--client-id", "centre-1", "--session-expiry", "3600"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = store.with_suffix(".log")
+    store.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would stall the receiver mid-test
+        proc = subprocess.Popen(cli("centre", "listen", "--mqtt", url, "--store", str(store), "--quiet",
+                                    "--client-id", "centre-1", "--session-expiry", "3600", "--group", ""),
+                                stdout=subprocess.DEVNULL, stderr=sink)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # wait for its subscriptions ("listening on …" on stderr)
-        line = proc.stderr.readline()
-        if "listening on" in line:
+        if "listening on" in log.read_text():
             return proc
         if proc.poll() is not None:
             break
+        time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("centre receiver did not start")
+    raise RuntimeError(f"centre receiver did not start: {log.read_text()[-2000:]}")
 
 
 def centre_event_ids(store: Path) -> set[str]:
@@ -57,11 +61,18 @@ def wait_ids(store: Path, want, timeout: float = 60.0) -> set[str]:
 
 
 def agent(url: str, state: Path, seconds: float, summary: Path | None = None, seed: int = 5) -> subprocess.Popen:
+    """The agent on the synthetic scene; its log goes to ``state/../agent-{seed}.log`` (read with ``log_of``)."""
     args = ["run", "--source", f"synthetic:?seed={seed}&duration_s={seconds}&width=640&height=360",
             "--mqtt", url, "--node-id", "n-outage", "--state-dir", str(state), "--until-eof"]
     if summary:
         args += ["--summary-json", str(summary)]
-    return subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with open(state.parent / f"agent-{seed}.log", "a") as sink:
+        return subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=sink)
+
+
+def log_of(state: Path, seed: int = 5) -> str:
+    return (state.parent / f"agent-{seed}.log").read_text()[-3000:]
 
 
 @pytest.mark.slow
@@ -77,8 +88,8 @@ def test_broker_outage_mid_run_loses_no_event(tmp_path, outage_s):
         broker.stop()
         time.sleep(outage_s)
         broker.start()
-        _, err = node.communicate(timeout=outage_s + 240)
-        assert node.returncode == 0, err[-2000:]
+        node.wait(timeout=outage_s + 240)
+        assert node.returncode == 0, log_of(tmp_path / "state")
         made = json.loads(summary.read_text())
         assert made["events"] > 0 and made["dropped"]["events"] == 0
         ids = wait_ids(tmp_path / "centre", lambda got: len(got) >= made["events"])
@@ -114,8 +125,8 @@ def test_sigkilled_agent_delivers_its_outbox_after_restart(tmp_path):
         broker.start()
         summary = tmp_path / "summary.json"
         again = agent(url, state, seconds=5, summary=summary, seed=6)
-        _, err = again.communicate(timeout=240)
-        assert again.returncode == 0, err[-2000:]
+        again.wait(timeout=240)
+        assert again.returncode == 0, log_of(state, seed=6)
         ids = wait_ids(tmp_path / "centre", lambda got: pending <= got)
         assert pending <= ids, f"{len(pending - ids)} of {len(pending)} outboxed events never arrived"
         with sqlite3.connect(state / "outbox.sqlite3") as con:

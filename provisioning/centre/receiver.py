@@ -47,8 +47,14 @@ STATUS_MODELS: dict[str, type[BaseModel]] = {
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
-    """Shared for the heavy streams, plain for the per-node status topics."""
-    shared = [f"$share/{group}/{ROOT}/+/events", f"$share/{group}/{ROOT}/+/thumbs/+"]
+    """Shared for the heavy streams, plain for the per-node status topics.
+
+    An empty ``group`` subscribes plainly: one receiver only, but Mosquitto 2.0 queues plain subscriptions
+    of a persistent session while the receiver is offline, and does not queue shared ones (measured with
+    2.0.11: events published while every member of a share group was disconnected never reached it).
+    """
+    prefix = f"$share/{group}/" if group else ""
+    shared = [f"{prefix}{ROOT}/+/events", f"{prefix}{ROOT}/+/thumbs/+"]
     plain = [f"{ROOT}/+/{kind}" for kind in STATUS_MODELS]
     return [(t, 1) for t in shared + plain]
 
@@ -157,8 +163,8 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
 
     from agent.errors import EdgecamError
 
-    if not group or any(c in group for c in "/+#"):
-        raise EdgecamError(f"--group {group!r}: must be non-empty without '/', '+' or '#'")
+    if any(c in group for c in "/+#"):
+        raise EdgecamError(f"--group {group!r}: must not contain '/', '+' or '#' ('' for a plain subscription)")
     view = EventView(quiet=quiet)
     with Store(store_dir, receiver=opts.client_id) as store:
         receiver = Receiver(store, view)
