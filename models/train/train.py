@@ -34,6 +34,7 @@ from models.manifest import (
     ModelManifest,
     Provenance,
     Thresholds,
+    load_manifest,
     sha256_file,
     write_manifest,
 )
@@ -65,10 +66,14 @@ def augment(images: tf.Tensor, target: tf.Tensor, num_classes: int) -> tuple[tf.
 
 
 def git_commit() -> str | None:
+    """HEAD when training starts, with ``+dirty`` when the recipe or the renderer differ from it."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "models/train",
+                                "agent/sources/scene.py", "models/evaluate.py"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -154,13 +159,14 @@ def export(model, images: np.ndarray, args: argparse.Namespace, path: Path) -> N
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
 
 
-def pick_threshold(det: SceneDetector, seed: int, frames: int) -> float:
-    """The highest score floor that keeps recall >= 0.95 on the validation seed (precision as high as it gets)."""
+def pick_threshold(det: SceneDetector, seed: int, frames: int, min_recall: float, nms_iou: float) -> float:
+    """The highest score floor that keeps recall >= ``min_recall`` on the validation seed: as few false
+    positives as the recall target allows."""
     best = 0.25
     for thr in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
-        m = evaluate(det, seed, frames=frames, step=37, score=thr)
+        m = evaluate(det, seed, frames=frames, step=37, score=thr, nms_iou=nms_iou)
         print(f"  validation seed {seed}, score {thr:.2f}: {m.summary()}", flush=True)
-        if m.recall >= 0.95:
+        if m.recall >= min_recall:
             best = thr
     return best
 
@@ -194,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--box-weight", type=float, default=1.0)
     ap.add_argument("--net-width", type=float, default=1.0)
     ap.add_argument("--budget-min", type=float, default=20.0, help="training wall-clock budget (minutes)")
+    ap.add_argument("--nms-iou", type=float, default=0.3, help="class-wise NMS IoU written to the manifest")
+    ap.add_argument("--min-recall", type=float, default=0.93, help="validation recall the score threshold keeps")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="skip training: pick the threshold, evaluate and rewrite the manifest of --out/model.tflite")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--version", default="1.0.0")
     args = ap.parse_args(argv)
@@ -203,15 +213,22 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(2)
     tf.config.threading.set_intra_op_parallelism_threads(2)
 
-    model, images = train(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     model_file = args.out / "model.tflite"
-    export(model, images, args, model_file)
-    (args.out / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    provenance = Provenance(
+        recipe="models/train/train.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        seeds=args.train_seeds, commit=git_commit(), framework=f"tensorflow {tf.__version__}",
+    )
+    if args.evaluate_only and (args.out / "manifest.json").exists():
+        provenance = load_manifest(args.out).provenance  # the training run's, not this re-evaluation's
+    if not args.evaluate_only:
+        model, images = train(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        export(model, images, args, model_file)
+        (args.out / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
 
     det = SceneDetector(model_file, list(LABELS), threads=2)
-    score = pick_threshold(det, args.val_seed, frames=200)
-    nms_iou = 0.45
+    nms_iou = args.nms_iou
+    score = pick_threshold(det, args.val_seed, frames=200, min_recall=args.min_recall, nms_iou=nms_iou)
     m = evaluate(det, args.eval_seed, frames=args.eval_frames, step=23, score=score, nms_iou=nms_iou)
     print(f"held-out seed {args.eval_seed} at score {score}: {m.summary()}", flush=True)
     print("per label AP@0.5: " + ", ".join(f"{k} {v['ap50']:.3f} ({int(v['objects'])})"
@@ -231,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         sha256=sha256_file(model_file),
         license="Apache-2.0",
         thresholds=Thresholds(score=score, nms_iou=nms_iou, per_label={}),
-        provenance=Provenance(
-            recipe="models/train/train.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            seeds=args.train_seeds, commit=git_commit(), framework=f"tensorflow {tf.__version__}",
-        ),
+        provenance=provenance,
         metrics=Metrics(map50=round(m.map50, 4), recall=round(m.recall, 4), precision=round(m.precision, 4),
                         eval_seed=args.eval_seed, eval_frames=m.frames, invoke_ms_p50=round(p50, 3), threads=2,
                         machine=f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
