@@ -81,7 +81,7 @@ def decode(raw: tf.Tensor, gh: int, gw: int) -> tf.Tensor:
 
 
 def losses(raw: tf.Tensor, target: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """CenterNet focal loss on the class heatmaps + L1 on centre (cells) and log size, weighted per cell."""
+    """CenterNet focal loss on the class heatmaps + L1 on centre (relative to size) and log size, per cell."""
     gh, gw = raw.shape[1], raw.shape[2]
     heat, box, wt = target[..., :num_classes], target[..., num_classes:num_classes + 4], target[..., -1:]
     logits = raw[..., 4:]
@@ -96,7 +96,9 @@ def losses(raw: tf.Tensor, target: tf.Tensor, num_classes: int) -> tuple[tf.Tens
     log_w = -tf.nn.softplus(-raw[..., 2:3])  # log(sigmoid(tw)), stable
     log_h = -tf.nn.softplus(-raw[..., 3:4])
     eps = 1e-4
-    l1 = (tf.abs(cx - box[..., 0:1]) * gw + tf.abs(cy - box[..., 1:2]) * gh
+    # centre errors relative to the object's own size, like IoU: a 2 px slip matters on a distant pedestrian
+    bw, bh = tf.maximum(box[..., 2:3], 1e-3), tf.maximum(box[..., 3:4], 1e-3)
+    l1 = (tf.abs(cx - box[..., 0:1]) / bw + tf.abs(cy - box[..., 1:2]) / bh
           + tf.abs(log_w - tf.math.log(box[..., 2:3] + eps)) + tf.abs(log_h - tf.math.log(box[..., 3:4] + eps)))
     box_loss = tf.reduce_sum(l1 * wt) / tf.maximum(tf.reduce_sum(wt), 1.0)
     return cls_loss, box_loss
