@@ -9,6 +9,7 @@ exponential backoff; the failure is counted and logged, never raised into the pi
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -20,6 +21,22 @@ from agent.errors import SourceError
 from agent.sources.base import Frame, Source
 
 log = logging.getLogger(__name__)
+
+#: the capture thread runs this much nicer than the process (Linux, per thread): the interpreter's threads
+#: get the CPU first and decoding fills their idle gaps instead of stretching every invoke (on 2 cores the
+#: bench measured invoke +20% at equal priority, +3% at +10 niceness; +19 starved capture instead)
+CAPTURE_NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = CAPTURE_NICENESS) -> bool:
+    """Make the calling thread ``niceness`` steps nicer (best effort; False where threads cannot be reniced)."""
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 @dataclass
@@ -118,6 +135,7 @@ class Capture:
         log.warning("source %s: %s (reopening)", self.source.describe(), exc)
 
     def _run(self) -> None:
+        lower_thread_priority()
         try:
             if not self._opened and not self._open():
                 return
