@@ -157,9 +157,10 @@ class TrackerConfig(Section):
 class EventsConfig(Section):
     on_label_change: bool = True
     on_zone_change: bool = True
-    top_score_delta: float = Field(0.1, ge=0, le=1)
-    bbox_move: float = Field(4.0, ge=0, description="centre moved by this many box diagonals since the last "
-                             "event (0 = off); small values flood a busy street's uplink with position updates")
+    top_score_delta: float = Field(0.2, ge=0, le=1, description="update when the top score rose by this much")
+    bbox_move: float = Field(0.0, ge=0, description="update when the centre moved by this many box diagonals "
+                             "since the last event; 0 = off (start and end carry the positions; position updates "
+                             "on a busy street cost more uplink than its thumbnails)")
     heartbeat_s: float = Field(60.0, gt=0)
     min_update_interval_s: float = Field(1.0, ge=0)
 

