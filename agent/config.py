@@ -148,7 +148,8 @@ class TrackerConfig(Section):
     threshold: float = Field(0.5, ge=0, le=1, description="median of recent scores to confirm a track")
     window: int = Field(5, ge=1)
     min_hits: int = Field(2, ge=1)
-    lost_s: float = Field(2.0, gt=0, description="a track unseen this long ends")
+    lost_s: float = Field(4.0, gt=0, description="a track unseen this long ends (long enough for a walker "
+                          "hidden behind a passing car to keep its track, and its one start/end/thumbnail)")
     min_area: float = Field(0.0, ge=0, le=1)
     stationary_s: float = Field(30.0, gt=0, description="a track that has not moved this long is parked")
     stationary_iou: float = Field(0.85, ge=0, le=1)
@@ -192,7 +193,7 @@ class ThumbnailConfig(Section):
     max_bytes: int = Field(24_000, ge=1_000)
     max_side: int = Field(320, ge=32)
     context: float = Field(0.15, ge=0, le=2, description="margin added around the box, share of its size")
-    quality: int = Field(65, ge=10, le=100, description="JPEG quality at native resolution (uplink budget: "
+    quality: int = Field(55, ge=10, le=100, description="JPEG quality at native resolution (uplink budget: "
                          "see docs/PERFORMANCE.md)")
     min_quality: int = Field(35, ge=5, le=100)
 

@@ -46,7 +46,7 @@ THUMB_IMPROVE = 0.10
 EDGE_MARGIN = 0.005
 #: a later event re-sends the thumbnail only when the best frame is this much better than the one sent
 #: (one good picture per passer-by, not one per step: the uplink is shared by a whole city)
-THUMB_RESEND = 1.5
+THUMB_RESEND = 2.0
 #: a confirmed track whose best view is still cut by the frame border waits up to this long (since first
 #: seen) for a full view before its ``start``, so the start's thumbnail is the one worth keeping
 START_DEFER_S = 1.5
