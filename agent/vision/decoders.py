@@ -18,8 +18,8 @@ Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [K,4] float32, scor
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
     """Class-wise greedy NMS (boxes of different classes are offset apart); returns kept indices by score."""
-    if len(boxes) == 0:
-        return np.empty(0, np.int64)
+    if len(boxes) <= 1:
+        return np.arange(min(len(boxes), limit), dtype=np.int64)
     shifted = boxes + (classes.astype(np.float32) * 4.0)[:, None]
     x1, y1, x2, y2 = shifted.T
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
