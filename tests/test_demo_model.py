@@ -33,7 +33,6 @@ def test_demo_model_files_agree_with_the_manifest() -> None:
         assert seed not in MANIFEST.provenance.seeds, f"seed {seed} was used in training"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", HELD_OUT)
 def test_reference_decoder_finds_90_percent_of_objects(seed: int) -> None:
     det = SceneDetector(DEMO / MANIFEST.file, list(LABELS), threads=2)
@@ -46,7 +45,6 @@ def test_reference_decoder_finds_90_percent_of_objects(seed: int) -> None:
     assert m.map50 >= 0.85
 
 
-@pytest.mark.slow
 def test_agent_detector_finds_90_percent_of_objects() -> None:
     """The node's own path: Detector with the bundled demo model (default config), full 720p frames."""
     det = Detector(ModelConfig(), DetectConfig())

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--net-width", type=float, default=1.0)
     ap.add_argument("--budget-min", type=float, default=20.0, help="training wall-clock budget (minutes)")
     ap.add_argument("--nms-iou", type=float, default=0.3, help="class-wise NMS IoU written to the manifest")
-    ap.add_argument("--min-recall", type=float, default=0.93, help="validation recall the score threshold keeps")
+    ap.add_argument("--min-recall", type=float, default=0.95, help="validation recall the score threshold keeps")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="skip training: pick the threshold, evaluate and rewrite the manifest of --out/model.tflite")
     ap.add_argument("--seed", type=int, default=1234)
