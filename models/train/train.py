@@ -187,8 +187,8 @@ def invoke_p50(model_file: Path, threads: int, runs: int = 200) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "models" / "demo")
-    ap.add_argument("--width", type=int, default=320)
-    ap.add_argument("--height", type=int, default=192)
+    ap.add_argument("--width", type=int, default=384)
+    ap.add_argument("--height", type=int, default=224)
     ap.add_argument("--train-seeds", type=int, nargs="+", default=list(range(101, 117)))
     ap.add_argument("--per-seed", type=int, default=600)
     ap.add_argument("--val-seed", type=int, default=201)
@@ -199,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--box-weight", type=float, default=1.0)
     ap.add_argument("--net-width", type=float, default=1.0)
-    ap.add_argument("--budget-min", type=float, default=20.0, help="training wall-clock budget (minutes)")
+    ap.add_argument("--budget-min", type=float, default=27.0, help="training wall-clock budget (minutes)")
     ap.add_argument("--nms-iou", type=float, default=0.3, help="class-wise NMS IoU written to the manifest")
     ap.add_argument("--min-recall", type=float, default=0.95, help="validation recall the score threshold keeps")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="skip training: pick the threshold, evaluate and rewrite the manifest of --out/model.tflite")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", default="1.1.0")
     args = ap.parse_args(argv)
     overlap = {args.eval_seed, args.val_seed} & set(args.train_seeds)
     if overlap:
