@@ -71,6 +71,7 @@ def test_stage_times_add_up(report):
     assert d["host_ms_per_inference"] == pytest.approx(host)
     assert d["host_share_of_invoke"] == pytest.approx(host / per_inf["invoke"])
     assert per_inf["invoke"] == pytest.approx(s["timings_ms"]["invoke"])
+    assert 0 < d["cpu_bound_ratio"] <= 1 and d["other_threads_cpu_ms_per_inference"] > 0
 
 
 def test_uplink_matches_what_the_agent_published(report):

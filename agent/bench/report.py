@@ -13,10 +13,9 @@ def machine() -> dict[str, Any]:
     """CPU model and core count as the figures' context (ratios travel, absolute numbers do not)."""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        cpu = fields.get("model name") or fields.get("hardware") or fields.get("model") or cpu
     except OSError:
         pass
     import os
@@ -48,6 +47,9 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
                                                 f"({_pct(d['host_share_of_invoke'])} of invoke)"),
         ("… including capture thread", f"{_f(d['host_ms_per_inference_incl_capture'], '.3f')} "
                                         f"({_pct(d['host_share_of_invoke_incl_capture'])} of invoke)"),
+        ("bare invoke keeps busy (cores)", _f(d.get("bare_cpu_cores"))),
+        ("capture + MQTT threads CPU ms per inference", _f(d.get("other_threads_cpu_ms_per_inference"), ".3f")),
+        ("ratio bound by the CPU budget (perfect overlap)", _f(d.get("cpu_bound_ratio"), ".3f")),
         ("tracks / events", f"{d['tracks']} / {d['events']}"),
         *[(f"scene truth: {label}", f"{t['per_hour']}/h, {t['mean_in_view']} in view on average")
           for label, t in d.get("truth", {}).items()],
@@ -105,16 +107,23 @@ def write_chart(results: dict[str, dict[str, Any]], path: Path) -> Path:
 
     names = list(results)
     keys = [k for k in STAGES if any(results[n]["stage_ms_per_inference"].get(k) for n in names)]
-    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.6 * len(names)), dpi=80)
-    left = [0.0] * len(names)
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(names)), dpi=80)
+    rows = [f"{n}\n{thread}" for n in names for thread in ("inference thread", "other threads")]
+    left = [0.0] * len(rows)
     cmap = plt.get_cmap("tab10")
     for i, k in enumerate(keys):
-        vals = [results[n]["stage_ms_per_inference"].get(k) or 0.0 for n in names]
-        ax.barh(names, vals, left=left, color=cmap(i % 10), label=STAGES[k][0])
+        main = STAGES[k][1] == "main"
+        vals = [0.0] * len(rows)
+        for j, n in enumerate(names):
+            vals[2 * j + (0 if main else 1)] = results[n]["stage_ms_per_inference"].get(k) or 0.0
+        ax.barh(rows, vals, left=left, color=cmap(i % 10), label=STAGES[k][0])
         left = [a + b for a, b in zip(left, vals, strict=True)]
-    ax.set_xlabel("ms per inferred frame (capture and publish run on their own threads)")
+    for j, n in enumerate(names):  # the bare interpreter's invoke, for scale
+        ax.plot([results[n]["invoke_ms_bare"]] * 2, [2 * j - 0.4, 2 * j + 0.4], color="black", lw=2)
+    ax.set_xlabel("ms per inferred frame (black tick: bare invoke; other threads run in parallel)")
     ax.invert_yaxis()
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(names)))
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(1, len(names)) - 0.15))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")

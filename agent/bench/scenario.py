@@ -62,6 +62,7 @@ class ScenarioResult(BaseModel):
     uplink: dict[str, dict[str, Any]]
     thumbs: list[tuple[list[float], int, int, int]]  # per event with a thumbnail: bbox, w, h, bytes
     encodes: list[tuple[int, int, int, int]]  # per thumbnail encode: crop w, h → JPEG w, h
+    thread_cpu_ms: dict[str, float]  # CPU time of the capture and MQTT threads over the run
     truth: dict[str, dict[str, int]]  # synthetic sources: per label, distinct objects and object-frames
     peak_rss_mb: float
     rss_before_mb: float | None
@@ -127,9 +128,12 @@ def _bench_agent(cfg: AgentConfig, frames: int) -> Any:
             self.truth_in_view: dict[str, int] = {}
             prepare = self.capture.prepare
 
+            self.capture_cpu_ms = 0.0
+
             def noting_truth(frame: Any) -> None:
                 if prepare is not None:
                     prepare(frame)
+                self.capture_cpu_ms = time.thread_time() * 1e3  # the capture thread's CPU time so far
                 for box in frame.truth or ():  # synthetic frames know what is in them
                     self.truth_ids.setdefault(box.label, set()).add(box.object_id)
                     self.truth_in_view[box.label] = self.truth_in_view.get(box.label, 0) + 1
@@ -220,6 +224,7 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
             engine=_jsonable(agent.engine.stats), gate=_jsonable(agent.gate.stats), transport=_jsonable(transport),
             uplink={k: _totals(v) for k, v in totals.items()}, thumbs=list(meter.thumb_refs),
             encodes=list(getattr(agent, "encodes", [])),
+            thread_cpu_ms={"capture": agent.capture_cpu_ms, "mqtt": agent.mqtt_cpu_ms},
             truth={label: {"objects": len(ids), "object_frames": agent.truth_in_view.get(label, 0)}
                    for label, ids in agent.truth_ids.items()},
             peak_rss_mb=round(peak, 1), rss_before_mb=before, cold_start=cold,
