@@ -72,6 +72,9 @@ def test_stage_times_add_up(report):
     assert d["host_share_of_invoke"] == pytest.approx(host / per_inf["invoke"])
     assert per_inf["invoke"] == pytest.approx(s["timings_ms"]["invoke"])
     assert 0 < d["cpu_bound_ratio"] <= 1 and d["other_threads_cpu_ms_per_inference"] > 0
+    assert d["process_cpu_ms_per_inference"] > 0
+    assert d["cpu_bound_ratio"] == pytest.approx(
+        d["invoke_ms_bare"] / max(d["invoke_ms_bare"], d["process_cpu_ms_per_inference"] / rep["machine"]["cores"]))
 
 
 def test_uplink_matches_what_the_agent_published(report):

@@ -110,8 +110,8 @@ def derive(r: ScenarioResult) -> dict[str, Any]:
     bare_ms = (r.bare_before.ms_mean + r.bare_after.ms_mean) / 2
     invoke_core_ms = bare_ms * (r.bare_before.cpu_cores + r.bare_after.cpu_cores) / 2
     other_cpu = sum(r.thread_cpu_ms.values())
-    extra_core_ms = (host_main + other_cpu) / infs if infs else None
-    bound = (bare_ms / max(bare_ms, (invoke_core_ms + extra_core_ms) / cores)) if extra_core_ms is not None else None
+    cpu_per_inf = r.process_cpu_ms_per_frame * frames / infs if r.process_cpu_ms_per_frame and infs else None
+    bound = bare_ms / max(bare_ms, cpu_per_inf / cores) if cpu_per_inf else None
     source_h = frames / r.source_fps / 3600 if r.source_fps else 0.0
     truth = {label: {"per_hour": round(t["objects"] / source_h) if source_h else None,
                      "mean_in_view": round(t["object_frames"] / frames, 2) if frames else None}
@@ -138,6 +138,8 @@ def derive(r: ScenarioResult) -> dict[str, Any]:
         "truth": truth,
         "bare_cpu_cores": (r.bare_before.cpu_cores + r.bare_after.cpu_cores) / 2,
         "other_threads_cpu_ms_per_inference": _share(other_cpu, infs),
+        "bare_core_ms_per_invoke": invoke_core_ms,
+        "process_cpu_ms_per_inference": cpu_per_inf,
         "cpu_bound_ratio": bound,
         "tracks": s.get("tracks", 0),
         "events": s.get("events", 0),

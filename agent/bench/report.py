@@ -48,7 +48,8 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("… including capture thread", f"{_f(d['host_ms_per_inference_incl_capture'], '.3f')} "
                                         f"({_pct(d['host_share_of_invoke_incl_capture'])} of invoke)"),
         ("bare invoke keeps busy (cores)", _f(d.get("bare_cpu_cores"))),
-        ("capture + MQTT threads CPU ms per inference", _f(d.get("other_threads_cpu_ms_per_inference"), ".3f")),
+        ("CPU ms per invoke, bare / per inference, whole pipeline",
+         f"{_f(d.get('bare_core_ms_per_invoke'))} / {_f(d.get('process_cpu_ms_per_inference'))}"),
         ("ratio bound by the CPU budget (perfect overlap)", _f(d.get("cpu_bound_ratio"), ".3f")),
         ("tracks / events", f"{d['tracks']} / {d['events']}"),
         *[(f"scene truth: {label}", f"{t['per_hour']}/h, {t['mean_in_view']} in view on average")

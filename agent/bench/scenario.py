@@ -62,7 +62,8 @@ class ScenarioResult(BaseModel):
     uplink: dict[str, dict[str, Any]]
     thumbs: list[tuple[list[float], int, int, int]]  # per event with a thumbnail: bbox, w, h, bytes
     encodes: list[tuple[int, int, int, int]]  # per thumbnail encode: crop w, h → JPEG w, h
-    thread_cpu_ms: dict[str, float]  # CPU time of the capture and MQTT threads over the run
+    thread_cpu_ms: dict[str, float]  # CPU time of the capture and MQTT threads' own code over the run
+    process_cpu_ms_per_frame: float | None  # CPU of all threads (decoders', OpenCV's too) per captured frame
     truth: dict[str, dict[str, int]]  # synthetic sources: per label, distinct objects and object-frames
     peak_rss_mb: float
     rss_before_mb: float | None
@@ -129,11 +130,18 @@ def _bench_agent(cfg: AgentConfig, frames: int) -> Any:
             prepare = self.capture.prepare
 
             self.capture_cpu_ms = 0.0
+            self.process_cpu: list[float] = []  # process CPU seconds at the first and the latest capture
+            self.captures = 0
 
             def noting_truth(frame: Any) -> None:
                 if prepare is not None:
                     prepare(frame)
-                self.capture_cpu_ms = time.thread_time() * 1e3  # the capture thread's CPU time so far
+                self.capture_cpu_ms = time.thread_time() * 1e3  # the capture thread's own CPU time so far
+                cpu = time.process_time()  # every thread of the process: interpreter, decoder, OpenCV, MQTT
+                self.process_cpu[1:] = [cpu] if self.process_cpu else []
+                if not self.process_cpu:
+                    self.process_cpu.append(cpu)
+                self.captures += 1
                 for box in frame.truth or ():  # synthetic frames know what is in them
                     self.truth_ids.setdefault(box.label, set()).add(box.object_id)
                     self.truth_in_view[box.label] = self.truth_in_view.get(box.label, 0) + 1
@@ -225,6 +233,8 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
             uplink={k: _totals(v) for k, v in totals.items()}, thumbs=list(meter.thumb_refs),
             encodes=list(getattr(agent, "encodes", [])),
             thread_cpu_ms={"capture": agent.capture_cpu_ms, "mqtt": agent.mqtt_cpu_ms},
+            process_cpu_ms_per_frame=((agent.process_cpu[-1] - agent.process_cpu[0]) * 1e3 / (agent.captures - 1)
+                                      if len(agent.process_cpu) == 2 and agent.captures > 1 else None),
             truth={label: {"objects": len(ids), "object_frames": agent.truth_in_view.get(label, 0)}
                    for label, ids in agent.truth_ids.items()},
             peak_rss_mb=round(peak, 1), rss_before_mb=before, cold_start=cold,
