@@ -28,6 +28,10 @@ def _f(v: Any, fmt: str = ".2f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{v * 100:.2f}%"
 
@@ -43,6 +47,8 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("inferences ÷ frames (gate ratio)", _f(d["gate_ratio"], ".3f")),
         ("frames / inferences", f"{d['frames']} / {d['inferences']}"),
         ("invoke ms in pipeline / bare", f"{_f(d['invoke_ms_pipeline'])} / {_f(d['invoke_ms_bare'])}"),
+        ("the gap per inference: invoke slowed by / host work (ms)",
+         f"{_f(_minus(d['invoke_ms_pipeline'], d['invoke_ms_bare']))} / {_f(d['host_ms_per_inference'])}"),
         ("host ms per inference (main thread)", f"{_f(d['host_ms_per_inference'], '.3f')} "
                                                 f"({_pct(d['host_share_of_invoke'])} of invoke)"),
         ("… including capture thread", f"{_f(d['host_ms_per_inference_incl_capture'], '.3f')} "
