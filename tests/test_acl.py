@@ -172,7 +172,7 @@ def test_insecure_loopback_listener_is_read_only(tmp_path: Path, pki, clients) -
     plain_port = free_port()
     b = start_tls_broker(tmp_path / "b", pki, insecure_loopback_port=plain_port)
     try:
-        wait_port(plain_port)  # the harness waited for the TLS port; listeners open one after the other
+        assert wait_port(plain_port)  # the harness waited for the TLS port; listeners open one after the other
         watcher = clients(plain_port, None, "watcher", tls=False)
         assert watcher.connected, (watcher.error, watcher.connack, watcher.disconnected, b.log()[-1500:])
         watcher.subscribe("edgecam/v1/#")

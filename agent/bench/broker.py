@@ -26,6 +26,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_port(port: int, timeout: float = 10.0, alive=lambda: True) -> bool:
+    """True once 127.0.0.1:``port`` accepts connections; False on timeout or when ``alive()`` turns False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 class LocalBroker:
     """``with LocalBroker(workdir) as url:`` runs ``mosquitto -c workdir/mosquitto.conf`` for the block."""
 
@@ -38,22 +50,20 @@ class LocalBroker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def config_text(self) -> str:
+        """The whole mosquitto.conf; the test suite's broker overrides it for TLS, ACL and persistence."""
+        return (f"persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+
     def start(self, timeout: float = 10.0) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
-                        f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        conf.write_text(self.config_text())
         self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self.url
-            except OSError:
-                time.sleep(0.05)
+        proc = self.proc
+        if wait_port(self.port, timeout, alive=lambda: proc.poll() is None):
+            return self.url
         self.stop()
         raise EdgecamError(f"mosquitto: did not listen on 127.0.0.1:{self.port} (see {self.workdir}/mosquitto.log)")
 
