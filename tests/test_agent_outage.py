@@ -22,6 +22,14 @@ import pytest
 from tests.transport_util import persistent_broker
 
 
+@pytest.fixture
+def pbroker(tmp_path):
+    """A broker that keeps sessions across its own restart; stopped even when the test fails early."""
+    b = persistent_broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
 
@@ -77,8 +85,8 @@ def log_of(state: Path, seed: int = 5) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("outage_s", [10, 60])
-def test_broker_outage_mid_run_loses_no_event(tmp_path, outage_s):
-    broker = persistent_broker(tmp_path / "broker").start()
+def test_broker_outage_mid_run_loses_no_event(tmp_path, pbroker, outage_s):
+    broker = pbroker
     url = f"mqtt://127.0.0.1:{broker.port}"
     centre = start_centre(url, tmp_path / "centre")
     summary = tmp_path / "summary.json"
@@ -105,8 +113,8 @@ def test_broker_outage_mid_run_loses_no_event(tmp_path, outage_s):
 
 
 @pytest.mark.slow
-def test_sigkilled_agent_delivers_its_outbox_after_restart(tmp_path):
-    broker = persistent_broker(tmp_path / "broker").start()
+def test_sigkilled_agent_delivers_its_outbox_after_restart(tmp_path, pbroker):
+    broker = pbroker
     url = f"mqtt://127.0.0.1:{broker.port}"
     centre = start_centre(url, tmp_path / "centre")
     state = tmp_path / "state"
