@@ -52,8 +52,13 @@ ensure_venv() {  # ensure_venv "test,bench"
   want="$(sha256sum pyproject.toml | cut -c1-16) [$extras]"
   if [ ! -f "$stamp" ] || ! grep -qxF -- "$want" "$stamp"; then
     say "installing edgecam and its dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    local log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
+           && "$VENV/bin/python" -m pip install -q -e ".[$extras]"; } >"$log" 2>&1; then
+      tail -n 40 "$log" >&2
+      echo "pip install failed; full log: $log" >&2
+      exit 1
+    fi
     echo "$want" >> "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
