@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,11 +120,23 @@ class Store:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.root / DB_NAME, timeout=30.0, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self._initialise()
         except (OSError, sqlite3.Error) as exc:
             raise EdgecamError(f"{self.root / DB_NAME}: cannot open the centre store ({exc})") from None
+
+    def _initialise(self, attempts: int = 100) -> None:
+        """WAL mode and schema. Switching a new file to WAL ignores the busy timeout (SQLite answers "database
+        is locked" at once), so receivers starting together on one store retry here instead of failing."""
+        for attempt in range(attempts):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 + random.random() * 0.05)
 
     def close(self) -> None:
         self.db.close()
