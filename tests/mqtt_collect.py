@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.waiting import wait_until
 
 
 @dataclass
@@ -54,12 +55,7 @@ class Collector:
             return [m for m in self.messages if part in m.topic]
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_until(predicate, timeout, interval=0.05)
 
     def close(self) -> None:
         self.client.loop_stop()

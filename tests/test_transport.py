@@ -20,6 +20,7 @@ from agent.transport import Transport
 from agent.transport.mqtt_client import backoff, parse_url
 from tests.broker import Broker
 from tests.transport_util import Subscriber, make_cfg, make_event, persistent_broker, publish, versions
+from tests.waiting import wait_until
 
 NODE = "node-t"
 T = Topics(NODE)
@@ -27,15 +28,6 @@ T = Topics(NODE)
 
 def make_transport(url: str, state_dir: Path, **sections) -> Transport:
     return Transport(make_cfg(url, state_dir, **sections), boot_id="boot-1", versions=versions(), caps=["events"])
-
-
-def wait(pred, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def test_parse_url_and_backoff() -> None:
@@ -101,7 +93,7 @@ def test_health_is_qos0_with_expiry(broker: Broker, tmp_path: Path) -> None:
     sub = Subscriber(broker.port, topic=T.health)
     t = make_transport(broker.url, tmp_path / "s", health={"period_s": 7.0})
     t.start()
-    assert wait(lambda: t.stats()["connected"])
+    assert wait_until(lambda: t.stats()["connected"], 15.0)
     health = Health(ts=utc_now(), uptime_s=1.0, fps=2.0, clock_synced=True, outbox_depth=3)
     assert t.publish_health(health)
     assert sub.wait_for(lambda: sub.on("/health"))
@@ -139,7 +131,7 @@ def test_max_packet_size_drops_oversized_thumbnail_not_the_queue(tmp_path: Path)
         sub = Subscriber(b.port)
         t = make_transport(b.url, tmp_path / "s")
         t.start()
-        assert wait(lambda: t.max_payload is not None)
+        assert wait_until(lambda: t.max_payload is not None, 15.0)
         budget = t.max_payload
         assert 7000 < budget < 8000
         fits, too_big = make_event(1), make_event(2)
@@ -188,7 +180,7 @@ def test_outbox_full_while_offline_drops_thumbs_first(tmp_path: Path) -> None:
     b.stop()
     t = make_transport(b.url, tmp_path / "s", outbox={"max_bytes": 64 * 1024})
     t.start()
-    assert wait(lambda: t.link.failed_attempts >= 1)  # the node knows it is offline
+    assert wait_until(lambda: t.link.failed_attempts >= 1, 15.0)  # the node knows it is offline
     items = [(make_event(i), b"\xff\xd8" + bytes(4000)) for i in range(40)]  # ~160 kB of thumbs
     for it in items:
         t.submit(*it)

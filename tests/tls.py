@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from provisioning.broker_config import write_broker_config
 from provisioning.ca import Identity, centre_identity, init_ca, issue_node
 from tests.broker import Broker, free_port
+from tests.waiting import wait_until
 
 
 @dataclass
@@ -112,10 +112,4 @@ class Client:
             self.client.loop_stop()
 
 
-def wait(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
+wait = wait_until  # the name the ACL tests use
