@@ -86,6 +86,8 @@ class CaptureConfig(Section):
     fast: bool = Field(False, description="file sources as fast as possible, no frame skipped")
     reopen_min_s: float = Field(0.5, gt=0)
     reopen_max_s: float = Field(30.0, gt=0)
+    decode_threads: int = Field(1, ge=0, le=16, description="video decoder threads for files and RTSP (0: one "
+                                "per core); 1 leaves the cores to the interpreter, which needs them more")
 
 
 # ---------------------------------------------------------------- model

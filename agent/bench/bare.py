@@ -34,7 +34,7 @@ def measure_bare(model_cfg: ModelConfig, frame: Frame | None, seconds: float = 6
 
     det = Detector(model_cfg, DetectConfig())
     if frame is not None:
-        det.writer.write(frame.lores if frame.lores is not None else frame.image)
+        det.writer.write(frame)
     runtime = det.runtime
     for _ in range(warmup):
         runtime.invoke()

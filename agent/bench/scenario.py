@@ -84,7 +84,7 @@ def first_frame(cfg: AgentConfig):
     """One real frame of the source, for the bare interpreter's input."""
     from agent.sources import open_source
 
-    src = open_source(cfg.source)
+    src = open_source(cfg.source, cfg.capture.decode_threads)
     src.open()
     try:
         return src.read()

@@ -56,9 +56,13 @@ def source_config_from_uri(uri: str) -> dict[str, Any]:
     return {"kind": "file", "path": uri}
 
 
-def open_source(cfg: Any) -> Source:
+#: kinds whose frames come out of a video decoder (they take the capture section's ``decode_threads``)
+_DECODED = {"file", "rtsp"}
+
+
+def open_source(cfg: Any, decode_threads: int = 1) -> Source:
     """Build (not yet open) the Source for a validated source config section."""
     target = _FACTORIES[cfg.kind]
     mod_name, _, attr = target.partition(":")
-    module = importlib.import_module(mod_name)
-    return getattr(module, attr)(cfg)
+    factory = getattr(importlib.import_module(mod_name), attr)
+    return factory(cfg, decode_threads=decode_threads) if cfg.kind in _DECODED else factory(cfg)

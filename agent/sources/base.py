@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -17,25 +19,63 @@ class TruthBox:
     object_id: int
 
 
-@dataclass(slots=True)
 class Frame:
-    """One captured frame. ``image`` is full resolution RGB uint8 (H, W, 3).
+    """One captured frame: full-resolution pixels, capture time, index.
 
-    ``lores`` is an optional low-resolution RGB view the camera already made (picamera2's lores
-    stream); inference uses it when present instead of resizing ``image``.
-    ``ts`` is the capture time in epoch seconds (for file sources: start time + media time).
+    Pixels come either as RGB (``image``, uint8 (H, W, 3)) or, from a video decoder, as I420 (``yuv``, uint8
+    (H*3/2, W)). I420 is what decoders and camera ISPs produce; the detector reads it directly and the RGB
+    ``image`` is converted from it only when something needs full-resolution colour (a thumbnail crop),
+    so most frames never pay for that conversion.
+
+    ``lores`` is an optional low-resolution RGB view the camera already made (picamera2's lores stream);
+    inference uses it when present. ``model_input`` is the detector's input for this frame, prepared on
+    the capture thread (``Detector.prepare``). ``ts`` is the capture time in epoch seconds (for file
+    sources: start time + media time).
     """
 
-    image: np.ndarray
-    ts: float
-    index: int
-    lores: np.ndarray | None = None
-    truth: list[TruthBox] | None = field(default=None)
+    __slots__ = ("_image", "index", "lores", "model_input", "truth", "ts", "yuv")
+
+    def __init__(self, image: np.ndarray | None = None, ts: float = 0.0, index: int = 0,
+                 lores: np.ndarray | None = None, truth: list[TruthBox] | None = None,
+                 yuv: np.ndarray | None = None) -> None:
+        if image is None and yuv is None:
+            raise ValueError("a Frame needs image (RGB) or yuv (I420) pixels")
+        self._image = image
+        self.yuv = yuv
+        self.ts = ts
+        self.index = index
+        self.lores = lores
+        self.truth = truth
+        self.model_input: Any = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """Full-resolution RGB (converted from I420 on first use, then kept)."""
+        if self._image is None:
+            self._image = cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420)
+        return self._image
 
     @property
     def size(self) -> tuple[int, int]:
-        h, w = self.image.shape[:2]
-        return w, h
+        if self._image is not None:
+            h, w = self._image.shape[:2]
+            return w, h
+        return self.yuv.shape[1], self.yuv.shape[0] * 2 // 3
+
+    def grey(self) -> np.ndarray:
+        """Full-resolution luma: the Y plane as is for I420 frames (no conversion), else from RGB."""
+        if self.yuv is not None:
+            return self.yuv[: self.yuv.shape[0] * 2 // 3]
+        return cv2.cvtColor(self._image, cv2.COLOR_RGB2GRAY)
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The Y, U and V planes of an I420 frame (views, no copy); None for RGB frames."""
+        if self.yuv is None:
+            return None
+        w, h = self.size
+        y = self.yuv[:h]
+        chroma = self.yuv[h:].reshape(2, h // 2, w // 2)
+        return y, chroma[0], chroma[1]
 
 
 class Source(abc.ABC):

@@ -1,4 +1,5 @@
-"""File sources: a video (OpenCV/FFmpeg), a single image (a still scene shown for a while), a folder of images."""
+"""File sources: a video (PyAV, frames as I420), a single image (a still scene shown for a while), a folder
+of images."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from agent.config import FileSource as FileSourceConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.sources.video import VideoReader
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 #: a single photo is a still scene this many frames long, so tracks are confirmed and then end
@@ -30,11 +32,12 @@ class FileSource(Source):
     live = False
     finite = True
 
-    def __init__(self, cfg: FileSourceConfig) -> None:
+    def __init__(self, cfg: FileSourceConfig, decode_threads: int = 1) -> None:
         self.cfg = cfg
+        self.decode_threads = decode_threads
         self.path = Path(cfg.path)
         self.finite = not cfg.loop
-        self._cap: cv2.VideoCapture | None = None
+        self._video: VideoReader | None = None
         self._images: list[Path] = []
         self._still: np.ndarray | None = None
         self._index = 0
@@ -56,13 +59,11 @@ class FileSource(Source):
             self._still = read_image(p)
             self.fps = self.cfg.fps or DEFAULT_IMAGE_FPS
         elif p.is_file():
-            cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
-            if not cap.isOpened():
-                cap.release()
-                raise SourceError(f"{p}: not a readable video or image")
-            native = cap.get(cv2.CAP_PROP_FPS)
-            self.fps = self.cfg.fps or (native if 0 < native < 1000 else 25.0)
-            self._cap = cap
+            try:
+                self._video = VideoReader(str(p), name=str(p), threads=self.decode_threads)
+            except SourceError:
+                raise SourceError(f"{p}: not a readable video or image") from None
+            self.fps = self.cfg.fps or self._video.fps or 25.0
         else:
             raise SourceError(f"{p}: no such file or folder")
 
@@ -71,32 +72,43 @@ class FileSource(Source):
             if self._index >= STILL_FRAMES and not self.cfg.loop:
                 return None
             return self._still
-        if self._images:
-            if self._index >= len(self._images):
-                if not self.cfg.loop:
-                    return None
-                self._index = 0
-            return read_image(self._images[self._index])
-        assert self._cap is not None
-        ok, bgr = self._cap.read()
-        if not ok:
+        if self._index >= len(self._images):
+            if not self.cfg.loop:
+                return None
+            self._index = 0
+        return read_image(self._images[self._index])
+
+    def _next_picture(self) -> tuple[np.ndarray, bool] | None:
+        assert self._video is not None
+        got = self._video.read()
+        if got is None:
             if not self.cfg.loop or self._index == 0:
                 return None
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, bgr = self._cap.read()
-            if not ok:
+            self._video.rewind()
+            got = self._video.read()
+            if got is None:
                 return None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        pixels, i420, _ = got
+        return pixels, i420
 
     def read(self) -> Frame | None:
-        img = self._next_image()
-        if img is None:
-            return None
-        frame = Frame(img, self._t0 + self._index / (self.fps or DEFAULT_IMAGE_FPS), self._index)
+        # media time from the frame count at the nominal rate: a looped clip keeps moving forward
+        ts = self._t0 + self._index / (self.fps or DEFAULT_IMAGE_FPS)
+        if self._video is not None:
+            got = self._next_picture()
+            if got is None:
+                return None
+            pixels, i420 = got
+            frame = Frame(None if i420 else pixels, ts, self._index, yuv=pixels if i420 else None)
+        else:
+            img = self._next_image()
+            if img is None:
+                return None
+            frame = Frame(img, ts, self._index)
         self._index += 1
         return frame
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        if self._video is not None:
+            self._video.close()
+            self._video = None

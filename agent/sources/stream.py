@@ -1,8 +1,7 @@
-"""Live sources through OpenCV: USB/V4L2 cameras and RTSP IP cameras (FFmpeg backend)."""
+"""Live sources: USB/V4L2 cameras (OpenCV) and RTSP IP cameras (PyAV, frames as I420)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import cv2
@@ -10,6 +9,10 @@ import cv2
 from agent.config import RtspSource, V4l2Source
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.sources.video import VideoReader
+
+#: RTSP socket timeout: a camera that stops answering is reopened instead of hanging the capture thread
+RTSP_TIMEOUT_S = 5.0
 
 
 class StreamSource(Source):
@@ -19,25 +22,25 @@ class StreamSource(Source):
     live = True
     finite = False
 
-    def __init__(self, cfg: V4l2Source | RtspSource) -> None:
+    def __init__(self, cfg: V4l2Source | RtspSource, decode_threads: int = 1) -> None:
         self.cfg = cfg
+        self.decode_threads = decode_threads
         self._cap: cv2.VideoCapture | None = None
+        self._video: VideoReader | None = None
         self._index = 0
 
     def describe(self) -> str:
         return self.cfg.device if isinstance(self.cfg, V4l2Source) else _redact(self.cfg.url)
 
     def open(self) -> None:
-        if isinstance(self.cfg, V4l2Source):
-            cap = cv2.VideoCapture(self.cfg.device, cv2.CAP_V4L2)
-            for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width), (cv2.CAP_PROP_FRAME_HEIGHT,
-                                self.cfg.height), (cv2.CAP_PROP_FPS, self.cfg.fps)):
-                if value:
-                    cap.set(prop, value)
-        else:
-            if self.cfg.tcp:  # UDP RTP drops packets on busy city networks; TCP interleaving is the safe default
-                os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|stimeout;5000000")
-            cap = cv2.VideoCapture(self.cfg.url, cv2.CAP_FFMPEG)
+        if isinstance(self.cfg, RtspSource):
+            self._open_rtsp(self.cfg)
+            return
+        cap = cv2.VideoCapture(self.cfg.device, cv2.CAP_V4L2)
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width), (cv2.CAP_PROP_FRAME_HEIGHT,
+                            self.cfg.height), (cv2.CAP_PROP_FPS, self.cfg.fps)):
+            if value:
+                cap.set(prop, value)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.describe()}: cannot open stream")
@@ -46,7 +49,22 @@ class StreamSource(Source):
         self.fps = native if 0 < native < 1000 else None
         self._cap = cap
 
+    def _open_rtsp(self, cfg: RtspSource) -> None:
+        # UDP RTP drops packets on busy city networks; TCP interleaving is the safe default. Low-delay flags
+        # keep FFmpeg from buffering: the newest picture matters, not a queue of stale ones.
+        options = {"rtsp_transport": "tcp" if cfg.tcp else "udp", "fflags": "nobuffer", "flags": "low_delay"}
+        self._video = VideoReader(cfg.url, name=self.describe(), threads=self.decode_threads, options=options,
+                                  timeout_s=RTSP_TIMEOUT_S)
+        self.fps = self._video.fps
+
     def read(self) -> Frame | None:
+        if self._video is not None:
+            got = self._video.read()
+            if got is None:
+                raise SourceError(f"{self.describe()}: stream ended (camera restarted or dropped the session)")
+            pixels, i420, _ = got
+            self._index += 1
+            return Frame(None if i420 else pixels, time.time(), self._index - 1, yuv=pixels if i420 else None)
         if self._cap is None:
             raise SourceError(f"{self.describe()}: not open")
         ok, bgr = self._cap.read()
@@ -56,6 +74,9 @@ class StreamSource(Source):
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time(), self._index - 1)
 
     def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+            self._video = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None

@@ -148,14 +148,13 @@ class Detector:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class{class_id}"
 
     def prepare(self, frame: Frame) -> None:
-        """Capture-thread hook: attach the frame resized for this model as ``frame.lores`` (unless the
-        camera made one), so the inference thread only quantises it into the tensor."""
-        if frame.lores is None:
-            frame.lores = self.writer.downsized(frame.image)
+        """Capture-thread hook: attach this model's input for the frame (resized and quantised) as
+        ``frame.model_input``, so the inference thread only copies it into the tensor."""
+        frame.model_input = self.writer.prepare(frame)
 
     def detect(self, frame: Frame) -> list[Detection]:
         t0 = time.perf_counter()
-        geom = self.writer.write(frame.lores if frame.lores is not None else frame.image)
+        geom = self.writer.write(frame)
         t1 = time.perf_counter()
         self.runtime.invoke()
         t2 = time.perf_counter()

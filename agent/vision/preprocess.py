@@ -1,9 +1,9 @@
 """Write a frame into the interpreter's input tensor: resize (letterbox or stretch) and quantise.
 
-Quantisation goes through a 256-entry lookup table (pixel → input dtype). For 8-bit inputs whose image
-rows are contiguous in the tensor (letterbox top/bottom bars, stretch), OpenCV resizes straight into the
-interpreter's own buffer and ``cv2.LUT`` quantises it in place; otherwise ``np.take`` writes through the
-table into the buffer. No float frame is ever materialised.
+Quantisation goes through a 256-entry lookup table (pixel → input dtype): ``cv2.LUT`` for 8-bit inputs,
+``np.take`` for float ones; no float frame is ever computed from a whole picture. I420 frames are resized
+plane by plane and converted to RGB only at input size. All of it runs on the capture thread
+(``InputWriter.prepare``); the inference thread only copies the result into the tensor.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from agent.sources.base import Frame
 from agent.vision.interpreter import ModelRuntime, TensorInfo
 
 Normalization = Literal["raw", "unit", "symmetric"]  # pixel, pixel/255, pixel/127.5 - 1
@@ -62,8 +63,20 @@ class Geometry:
         return np.clip(out, 0.0, 1.0, out=out)
 
 
+@dataclass(slots=True)
+class PreparedInput:
+    """A frame's pixels at their place in the input, already in the tensor's dtype (made on any thread)."""
+
+    pixels: np.ndarray  # (nh, nw, 3)
+    size: tuple[int, int]  # width, height of the picture they were made from (fixes the geometry)
+
+
 class InputWriter:
-    """Fills the image input tensor in place for each frame."""
+    """Prepares each frame's input (resize, quantise) and writes it into the image input tensor.
+
+    ``prepare`` is pure and thread-safe, so the capture thread does the resize and quantisation while the
+    interpreter runs the previous frame; ``write`` on the inference thread is then a copy into the tensor.
+    """
 
     def __init__(self, runtime: ModelRuntime, info: TensorInfo, resize: Literal["letterbox", "stretch"],
                  norm: Normalization) -> None:
@@ -77,7 +90,6 @@ class InputWriter:
         if info.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
             self._lut_u8 = (self.lut if self.lut is not None else np.arange(256, dtype=np.uint8)).view(np.uint8)
         self._tensor = runtime.input_view(info)
-        self._resized: np.ndarray | None = None
         self._geom_for: tuple[int, int] | None = None
         self.geometry = Geometry(1.0, 1.0, 0.0, 0.0)
         self._placement = (0, 0, self.width, self.height)
@@ -91,62 +103,81 @@ class InputWriter:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         return (self.width - nw) // 2, (self.height - nh) // 2, nw, nh
 
-    def downsized(self, image: np.ndarray) -> np.ndarray | None:
-        """The image resized to its place in the input, or None when it is that size already.
+    def prepare(self, frame: Frame) -> PreparedInput:
+        """The frame resized to its place in the input and quantised (thread-safe, touches no tensor).
 
-        Thread-safe, touches no tensor: the capture thread calls it so the inference thread only quantises.
+        Reads the camera's lores view when there is one, else the decoder's I420 planes (resized plane by
+        plane, converted to RGB only at input size), else the RGB image.
         """
-        h, w = image.shape[:2]
+        if frame.lores is not None:
+            h, w = frame.lores.shape[:2]
+            rgb = self._resized_rgb(frame.lores, w, h)
+        else:
+            w, h = frame.size
+            planes = frame.planes()
+            rgb = self._resized_i420(planes, w, h) if planes is not None else None
+            if rgb is None:
+                rgb = self._resized_rgb(frame.image, w, h)
+        return PreparedInput(self._quantised(rgb), (w, h))
+
+    def _resized_rgb(self, image: np.ndarray, w: int, h: int) -> np.ndarray:
         _, _, nw, nh = self.placement(w, h)
         if (w, h) == (nw, nh):
-            return None
-        return self._resize_into(image, None, nw, nh)
+            return image
+        return cv2.resize(image, (nw, nh), interpolation=_interpolation(w, nw))
+
+    def _resized_i420(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], w: int, h: int) -> np.ndarray | None:
+        _, _, nw, nh = self.placement(w, h)
+        if nw % 2 or nh % 2:
+            return None  # I420 needs even sides; the caller converts the full frame instead
+        y, u, v = planes
+        small = np.empty((nh * 3 // 2, nw), np.uint8)
+        chroma = small[nh:].reshape(2, nh // 2, nw // 2)
+        interp = _interpolation(w, nw)
+        for src, dst, size in ((y, small[:nh], (nw, nh)), (u, chroma[0], (nw // 2, nh // 2)),
+                               (v, chroma[1], (nw // 2, nh // 2))):
+            if src.shape[1] == size[0] and src.shape[0] == size[1]:
+                dst[...] = src
+            else:
+                cv2.resize(src, size, dst=dst, interpolation=interp)
+        return cv2.cvtColor(small, cv2.COLOR_YUV2RGB_I420)
+
+    def _quantised(self, rgb: np.ndarray) -> np.ndarray:
+        if self.lut is None:
+            return rgb
+        if self._lut_u8 is not None:
+            # 8-bit input: one SIMD table lookup, then the same bytes reinterpreted as the tensor's dtype
+            return cv2.LUT(np.ascontiguousarray(rgb), self._lut_u8).view(self.info.dtype)
+        return np.take(self.lut, rgb)
 
     def _plan(self, w: int, h: int) -> None:
         px, py, nw, nh = self.placement(w, h)
         self._placement = (px, py, nw, nh)
-        self._resized = np.empty((nh, nw, 3), np.uint8)
         self.geometry = Geometry(nw / self.width, nh / self.height, px / self.width, py / self.height)
         self._geom_for = (w, h)
 
-    def write(self, image: np.ndarray) -> Geometry:
-        h, w = image.shape[:2]
+    def write(self, frame: Frame) -> Geometry:
+        """Copy the frame's prepared input into the tensor (preparing it here if nobody did) and pad."""
+        prepared = frame.model_input
+        if not isinstance(prepared, PreparedInput) or prepared.pixels.dtype != self.info.dtype:
+            prepared = self.prepare(frame)
+        w, h = prepared.size
         if self._geom_for != (w, h):
             self._plan(w, h)
         px, py, nw, nh = self._placement
+        if prepared.pixels.shape[:2] != (nh, nw):  # made for another model's input
+            prepared = self.prepare(frame)
         view = self._tensor()[0]
-        region = view[py:py + nh, px:px + nw]
-        if region.flags.c_contiguous and self._lut_u8 is not None:
-            # fast path (full-width letterbox or stretch, 8-bit input): OpenCV resizes straight into the
-            # tensor's bytes, then quantises them in place through the table (SIMD, no temporary frame)
-            target = region.view(np.uint8)
-            if self.lut is not None and (w, h) == (nw, nh):
-                cv2.LUT(np.ascontiguousarray(image), self._lut_u8, dst=target)
-            else:
-                self._resize_into(image, target, nw, nh)
-                if self.lut is not None:
-                    cv2.LUT(target, self._lut_u8, dst=target)
-        else:
-            resized = self._resize_into(image, self._resized, nw, nh)
-            if self.lut is None:
-                region[...] = resized
-            else:
-                np.take(self.lut, resized, out=region, mode="clip")
+        view[py:py + nh, px:px + nw] = prepared.pixels
         if (nw, nh) != (self.width, self.height):
             view[:py] = self._pad
             view[py + nh:] = self._pad
             view[:, :px] = self._pad
             view[:, px + nw:] = self._pad
-        del view, region
+        del view
         return self.geometry
 
-    @staticmethod
-    def _resize_into(image: np.ndarray, dst: np.ndarray | None, nw: int, nh: int) -> np.ndarray:
-        h, w = image.shape[:2]
-        if (w, h) == (nw, nh):
-            if dst is None:
-                return image
-            dst[...] = image
-            return dst
-        interp = cv2.INTER_AREA if w > 2 * nw else cv2.INTER_LINEAR
-        return cv2.resize(image, (nw, nh), dst=dst, interpolation=interp)
+
+def _interpolation(src_w: int, dst_w: int) -> int:
+    """Area averaging when shrinking by more than half (no aliasing), bilinear otherwise (cheaper)."""
+    return cv2.INTER_AREA if src_w > 2 * dst_w else cv2.INTER_LINEAR
