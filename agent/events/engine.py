@@ -133,7 +133,7 @@ class EventEngine:
             if st is None:
                 st = self._states[track.uid] = _TrackState(track=track)
             st.zones = self._zones.zones_of(track.label, track.bbox)
-            self._consider_thumb(st, frame.image)
+            self._consider_thumb(st, frame)
         out += self._decide(ts)
         return out
 
@@ -281,7 +281,7 @@ class EventEngine:
         st.sent_label, st.sent_zones, st.sent_top, st.sent_bbox = t.label, list(st.zones), t.top_score, t.bbox
         return Outgoing(event=event, thumb=jpeg)
 
-    def _consider_thumb(self, st: _TrackState, image: np.ndarray) -> None:
+    def _consider_thumb(self, st: _TrackState, frame: Frame) -> None:
         if not self.cfg.thumbnails.enabled:
             return
         t = st.track
@@ -291,7 +291,7 @@ class EventEngine:
         st.best_q = q
         x1, y1, x2, y2 = t.bbox
         st.best_edge = min(x1, y1) <= EDGE_MARGIN or max(x2, y2) >= 1 - EDGE_MARGIN
-        st.best_crop = self.thumbnailer.crop(image, t.bbox)
+        st.best_crop = self.thumbnailer.crop(frame.image, t.bbox)  # RGB made only now (I420 frames)
         st.best_version += 1
         self._counts["crops"] += 1
 
