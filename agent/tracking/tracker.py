@@ -51,7 +51,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
     iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    inter = np.maximum(ix2 - ix1, 0.0) * np.maximum(iy2 - iy1, 0.0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
@@ -59,7 +59,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def iou(a: BBox, b: BBox) -> float:
-    return float(iou_matrix(np.asarray([a]), np.asarray([b]))[0, 0])
+    """IoU of two boxes: the same float64 arithmetic as ``iou_matrix``, without numpy's per-call overhead
+    (it runs for every observation)."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
@@ -72,38 +76,42 @@ def greedy_match(
     iou_min: float,
     max_dist: float,
     same_label: np.ndarray | None = None,
+    ious: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Pairs (track index, detection index): best IoU first, then nearest centre for the rest.
 
     The centroid pass catches small fast objects whose boxes no longer overlap between frames; it only
-    pairs boxes with the same label (``same_label[i, j]``) when that matrix is given.
+    pairs boxes with the same label (``same_label[i, j]``) when that matrix is given. ``ious`` is
+    ``iou_matrix(track_boxes, det_boxes)`` when the caller already has it.
     """
     n, m = len(track_boxes), len(det_boxes)
     if n == 0 or m == 0:
         return []
-    ious = iou_matrix(track_boxes, det_boxes)
+    if ious is None:
+        ious = iou_matrix(track_boxes, det_boxes)
     pairs: list[tuple[int, int]] = []
-    used_t = np.zeros(n, dtype=bool)
-    used_d = np.zeros(m, dtype=bool)
-    order = np.argsort(-ious, axis=None, kind="stable")
-    for flat in order:
-        t, d = divmod(int(flat), m)
-        if ious[t, d] < iou_min or ious[t, d] <= 0:
-            break
+    used_t = [False] * n
+    used_d = [False] * m
+    flat_ious = ious.ravel()
+    # candidates in descending IoU; only the leading ones that pass the threshold can pair (a prefix)
+    order = np.argsort(-flat_ious, kind="stable")
+    passing = int(np.count_nonzero((flat_ious >= iou_min) & (flat_ious > 0)))
+    for flat in order[:passing].tolist():
+        t, d = divmod(flat, m)
         if used_t[t] or used_d[d]:
             continue
         used_t[t] = used_d[d] = True
         pairs.append((t, d))
-    if max_dist > 0 and not (used_t.all() or used_d.all()):
+    if max_dist > 0 and len(pairs) < min(n, m):
         dist = np.linalg.norm(_centres(track_boxes)[:, None, :] - _centres(det_boxes)[None, :, :], axis=2)
-        dist[used_t, :] = np.inf
-        dist[:, used_d] = np.inf
+        dist[np.asarray(used_t), :] = np.inf
+        dist[:, np.asarray(used_d)] = np.inf
         if same_label is not None:
             dist[~same_label] = np.inf
-        for flat in np.argsort(dist, axis=None, kind="stable"):
-            t, d = divmod(int(flat), m)
-            if not dist[t, d] <= max_dist:
-                break
+        flat_dist = dist.ravel()
+        order = np.argsort(flat_dist, kind="stable")
+        for flat in order[:int(np.count_nonzero(flat_dist <= max_dist))].tolist():
+            t, d = divmod(flat, m)
             if used_t[t] or used_d[d]:
                 continue
             used_t[t] = used_d[d] = True
@@ -253,10 +261,11 @@ class Tracker:
             t.matched = False
         tboxes = np.asarray([t.predicted(ts) for t in self.tracks], dtype=np.float64).reshape(-1, 4)
         dboxes = np.asarray([d.bbox for d in dets], dtype=np.float64).reshape(-1, 4)
-        same = None
+        same = ious = None
         if self.tracks and dets:
-            same = np.asarray([[t.label == d.label for d in dets] for t in self.tracks], dtype=bool)
-        pairs = greedy_match(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same)
+            same = np.asarray([t.label for t in self.tracks])[:, None] == np.asarray([d.label for d in dets])[None, :]
+            ious = iou_matrix(tboxes, dboxes)
+        pairs = greedy_match(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
         matched_d = set()
         for ti, di in pairs:
             self.tracks[ti].observe(dets[di], ts, self.cfg.stationary_iou)
@@ -265,7 +274,7 @@ class Tracker:
         for di, det in enumerate(dets):
             if di in matched_d:
                 continue
-            if len(tboxes) and float(iou_matrix(tboxes, dboxes[di:di + 1]).max()) >= DUPLICATE_IOU:
+            if ious is not None and float(ious[:, di].max()) >= DUPLICATE_IOU:
                 filtered += 1
                 continue
             track = Track(uid=self._next_uid, bbox=det.bbox, score=det.score, first_ts=ts, last_seen=ts,
