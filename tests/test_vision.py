@@ -85,6 +85,34 @@ def test_nms_is_classwise():
     assert keep.tolist() == [0, 2]
 
 
+def greedy_nms(boxes, scores, classes, iou, limit):
+    """The textbook algorithm, in plain Python: the reference the library call must agree with."""
+    def overlap(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    keep = []
+    for i in sorted(range(len(boxes)), key=lambda k: -scores[k]):
+        if all(classes[i] != classes[k] or overlap(boxes[i], boxes[k]) <= iou for k in keep):
+            keep.append(i)
+    return keep[:limit]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_nms_agrees_with_greedy_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    xy = rng.uniform(0, 0.7, (n, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(0.02, 0.3, (n, 2))]).astype(np.float32)
+    scores = rng.permutation(np.linspace(0.3, 0.95, n)).astype(np.float32)  # distinct: one right order
+    classes = rng.integers(0, 3, n)
+    limit = int(rng.integers(1, 20))
+    expect = greedy_nms(boxes.tolist(), scores.tolist(), classes.tolist(), 0.45, limit)
+    assert nms(boxes, scores, classes, 0.45, limit).tolist() == expect
+
+
 def test_lut_quantises_like_float_math():
     info = TensorInfo("x", 0, (1, 8, 8, 3), np.dtype(np.int8), 0.018658, -14)
     lut = build_lut(info, "unit")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from agent.vision.formats import ModelLayout
@@ -17,24 +18,18 @@ Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [K,4] float32, scor
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
-    """Class-wise greedy NMS (boxes of different classes are offset apart); returns kept indices by score."""
+    """Class-wise greedy NMS; returns kept indices, best score first.
+
+    OpenCV's C++ ``NMSBoxesBatched`` (boxes of different classes never suppress each other): the Python
+    loop it replaced cost 0.2 ms a frame with 30 candidates, a few percent of an 8 ms invoke.
+    """
     if len(boxes) <= 1:
         return np.arange(min(len(boxes), limit), dtype=np.int64)
-    shifted = boxes + (classes.astype(np.float32) * 4.0)[:, None]
-    x1, y1, x2, y2 = shifted.T
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size and len(keep) < limit:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, np.int64)
+    xywh = np.empty((len(boxes), 4), np.float64)
+    xywh[:, :2] = boxes[:, :2]
+    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    kept = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), classes.astype(np.int32), -np.inf, iou)
+    return np.asarray(kept, np.int64).reshape(-1)[:limit]
 
 
 class YoloDecoder:
@@ -48,6 +43,8 @@ class YoloDecoder:
         self.input_w, self.input_h = layout.input_size
         self.first_class = 5 if layout.objectness else 4
         self._thresholds: dict[float, float] = {}
+        self._pixels: bool | None = None  # boxes in input pixels (some exports) rather than normalised
+        self._input_scale = np.array([self.input_w, self.input_h, self.input_w, self.input_h], np.float32)
         self._head = runtime.input_view(self.info)  # a view of the output buffer: no 700 kB copy per frame
 
     def _quantised_threshold(self, floor: float) -> float:
@@ -67,24 +64,29 @@ class YoloDecoder:
         raw = self._head()[0]
         head = raw.T if self.transposed else raw  # [C, N]
         gate_rows = head[4] if self.objectness else head[self.first_class:].max(axis=0)
-        cand = np.flatnonzero(gate_rows >= self._quantised_threshold(floor))
+        cand = (gate_rows >= self._quantised_threshold(floor)).nonzero()[0]
         if cand.size == 0:
             return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
-        sub = self.info.dequantise(head[:, cand])  # a copy: the interpreter's buffer is let go below
+        sub = head[:, cand]  # a copy: the interpreter's buffer is let go below
         del raw, head, gate_rows
-        cls_scores = sub[self.first_class:]
-        class_ids = cls_scores.argmax(axis=0)
-        scores = cls_scores[class_ids, np.arange(cand.size)]
+        dq = self.info.dequantise
+        cls_q = sub[self.first_class:]
+        class_ids = cls_q.argmax(axis=0)
+        scores = dq(cls_q[class_ids, np.arange(cand.size)])
         if self.objectness:
-            scores = scores * sub[4]
+            scores = scores * dq(sub[4])
         ok = scores >= floor
-        sub, scores, class_ids = sub[:, ok], scores[ok], class_ids[ok]
-        cx, cy, w, h = sub[0], sub[1], sub[2], sub[3]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-        if boxes.size and float(np.abs(boxes).max()) > 2.0:  # exported in input pixels, not normalised
-            boxes /= np.array([self.input_w, self.input_h, self.input_w, self.input_h], np.float32)
+        scores, class_ids = scores[ok], class_ids[ok]
+        cx, cy, w, h = dq(sub[:4, ok])
+        boxes = np.empty((len(scores), 4), np.float32)
+        boxes[:, 0], boxes[:, 1] = cx - w / 2, cy - h / 2
+        boxes[:, 2], boxes[:, 3] = cx + w / 2, cy + h / 2
+        if self._pixels is None and boxes.size:  # settled on the first boxes: exported in pixels or normalised
+            self._pixels = float(np.abs(boxes).max()) > 2.0
+        if self._pixels:
+            boxes /= self._input_scale
         keep = nms(boxes, scores, class_ids, nms_iou, limit)
-        return boxes[keep], scores[keep].astype(np.float32), class_ids[keep]
+        return boxes[keep], scores[keep], class_ids[keep]
 
 
 class SsdDecoder:
