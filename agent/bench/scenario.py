@@ -38,6 +38,8 @@ class Scenario(BaseModel):
     config: dict[str, Any]
     frames: int = Field(ge=1)
     cold_start_frames: int = Field(30, ge=1)
+    #: decode the (short, finite) source once and replay it from memory: frames arrive decoded, as from an ISP
+    predecoded: bool = False
 
 
 class ColdStart(BaseModel):
@@ -96,7 +98,7 @@ def _totals(t: KindTotals) -> dict[str, Any]:
     return {"messages": t.messages, "payload_bytes": t.payload, "wire_bytes": t.wire}
 
 
-def _bench_agent(cfg: AgentConfig, frames: int) -> Any:
+def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any:
     """The real ``Agent``, with each thumbnail encode noted (crop size in, JPEG size out)."""
     from agent.runner import Agent, RunOptions
 
@@ -104,6 +106,12 @@ def _bench_agent(cfg: AgentConfig, frames: int) -> Any:
         encodes: list[tuple[int, int, int, int]]  # crop w, h → thumb w, h
 
         def _build(self) -> None:
+            if predecoded:
+                from agent.bench.replay import ReplaySource
+                from agent.sources import open_source
+
+                once = cfg.source.model_copy(update={"loop": False})
+                self.source = ReplaySource(open_source(once, cfg.capture.decode_threads))
             super()._build()
             self.encodes = []
             thumbnailer = self.engine.thumbnailer
@@ -151,13 +159,14 @@ def _bench_agent(cfg: AgentConfig, frames: int) -> Any:
     return BenchAgent(cfg, RunOptions(until_eof=True, max_frames=frames))
 
 
-def run_pipeline(cfg: AgentConfig, frames: int) -> tuple[Any, dict[str, Any], float, float | None, ByteMeter]:
+def run_pipeline(cfg: AgentConfig, frames: int, predecoded: bool = False,
+                 ) -> tuple[Any, dict[str, Any], float, float | None, ByteMeter]:
     """Run the real agent until ``frames`` frames were processed and the outbox is flushed."""
     meter = ByteMeter(cfg.mqtt.url, cfg.node_id).start()
     try:
         before = rss_mb()
         reset_peak_rss()
-        agent = _bench_agent(cfg, frames)
+        agent = _bench_agent(cfg, frames, predecoded)
         code = agent.run()
         peak = peak_rss_mb()
         meter.settle()
@@ -209,7 +218,7 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
         say(f"{sc.name}: bare interpreter ({cfg.model.threads} threads, {bare_s:g} s)")
         bare_before = measure_bare(cfg.model, frame, bare_s)
         say(f"{sc.name}: pipeline, {sc.frames} frames")
-        agent, summary, peak, before, meter = run_pipeline(cfg, sc.frames)
+        agent, summary, peak, before, meter = run_pipeline(cfg, sc.frames, sc.predecoded)
         say(f"{sc.name}: bare interpreter again")
         bare_after = measure_bare(cfg.model, frame, bare_s)
         cold = None
