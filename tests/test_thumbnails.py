@@ -103,3 +103,20 @@ def test_opencv_fallback_encodes_same_size(monkeypatch):
     data = mod.encode_jpeg(img, 80)
     assert data[:2] == b"\xff\xd8"
     assert simplejpeg.decode_jpeg(data).shape == (48, 64, 3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    box=st.tuples(st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.0001, 1), st.floats(0.0001, 1)),
+    max_side=st.integers(32, 640),
+    context=st.floats(0, 0.5),
+)
+def test_cut_then_encode_equals_crop_then_encode(noise_frame, box, max_side, context):
+    """The engine keeps native cuts and downscales at encode time: the same JPEG as cropping right away."""
+    x1, y1, w, h = box
+    bbox = (x1, y1, min(1.0, x1 + w), min(1.0, y1 + h))
+    th = Thumbnailer(ThumbnailConfig(max_bytes=60_000, max_side=max_side, context=context))
+    cut = th.cut(noise_frame, bbox)
+    assert cut.pixels.base is None  # a copy: the frame may be reused by its source
+    np.testing.assert_array_equal(cut.scaled(), th.crop(noise_frame, bbox))
+    assert th.encode(cut) == th.encode(th.crop(noise_frame, bbox))

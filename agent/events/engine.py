@@ -26,13 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import numpy as np
-
 from agent.config import AgentConfig
 from agent.contract import Event, ModelRef, ThumbRef
 from agent.events.clock import CachedClockSync
 from agent.events.ids import SeqStore, uuid7
-from agent.events.thumbnails import Thumb, Thumbnailer
+from agent.events.thumbnails import Cut, Thumb, Thumbnailer
 from agent.sources.base import Frame
 from agent.tracking.tracker import Track, Tracker
 from agent.tracking.zones import BBox, ZoneSet
@@ -50,6 +48,8 @@ THUMB_RESEND = 2.0
 #: a confirmed track whose best view is still cut by the frame border waits up to this long (since first
 #: seen) for a full view before its ``start``, so the start's thumbnail is the one worth keeping
 START_DEFER_S = 1.5
+#: seconds by which an idle track's next update decision is brought forward (float rounding margin)
+WAKE_EARLY = 1e-3
 
 
 @dataclass
@@ -73,12 +73,16 @@ class _TrackState:
     best_q: float = -1.0
     best_edge: bool = False
     sent_q: float = 0.0
-    best_crop: np.ndarray | None = None
+    best_crop: Cut | None = None
     best_version: int = 0
     thumb: Thumb | None = None
     thumb_version: int = -1
     thumb_budget: int = 0
+    #: the crop ``thumb`` is to be encoded from, when that encode was put off (its result was not needed)
+    thumb_pending: Cut | None = None
     sent_sha: str | None = None
+    #: an unseen track needs no update decision before this time (see ``EventEngine._wake``)
+    wake: float = -math.inf
 
 
 def _dt(ts: float) -> datetime:
@@ -133,6 +137,7 @@ class EventEngine:
             if st is None:
                 st = self._states[track.uid] = _TrackState(track=track)
             st.zones = self._zones.zones_of(track.label, track.bbox)
+            st.wake = -math.inf
             self._consider_thumb(st, frame)
         out += self._decide(ts)
         return out
@@ -160,6 +165,8 @@ class EventEngine:
         self.tracker.reconfigure(cfg.tracker, cfg.detect, self._zones)
         self.thumbnailer.reconfigure(cfg.thumbnails)
         self.cfg = cfg
+        for st in self._states.values():  # new intervals and rules: decide afresh
+            st.wake = -math.inf
 
     def set_thumb_budget(self, max_bytes: int) -> None:
         """Shrink the JPEG budget below ``thumbnails.max_bytes`` (the broker's max packet size)."""
@@ -196,13 +203,32 @@ class EventEngine:
                     continue
                 self._counts["tracks_started"] += 1
                 out.append(self._emit("start", st, ts))
+            elif ts >= st.wake:
+                reasons = self._update_reasons(st, ts)
+                if reasons:
+                    for r in reasons:
+                        self._reasons[r] = self._reasons.get(r, 0) + 1
+                    out.append(self._emit("update", st, ts))
+            else:
                 continue
-            reasons = self._update_reasons(st, ts)
-            if reasons:
-                for r in reasons:
-                    self._reasons[r] = self._reasons.get(r, 0) + 1
-                out.append(self._emit("update", st, ts))
+            st.wake = self._wake(st)
         return out
+
+    def _wake(self, st: _TrackState) -> float:
+        """Until a track is seen again, ``_update_reasons`` stays empty before this time.
+
+        Without a new observation only time moves: a heartbeat needs ``heartbeat_s`` since the last event
+        (parked tracks longer still), and a change already pending (label, zones, top score, movement;
+        parking only ever suppresses some) needs ``min_update_interval_s``. ``WAKE_EARLY`` keeps the
+        float rounding of ``ts - last`` versus ``last + interval`` on the early side.
+        """
+        ev, t = self.cfg.events, st.track
+        pending = ((ev.on_label_change and t.label != st.sent_label)
+                   or (ev.on_zone_change and st.zones != st.sent_zones)
+                   or (ev.top_score_delta > 0 and t.top_score >= st.sent_top + ev.top_score_delta)
+                   or (ev.bbox_move > 0 and self._moved(st.sent_bbox, t.bbox) >= ev.bbox_move))
+        gap = min(ev.heartbeat_s, ev.min_update_interval_s) if pending else ev.heartbeat_s
+        return st.last_event_ts + gap - WAKE_EARLY
 
     def _defer_start(self, st: _TrackState, ts: float) -> bool:
         return (self.cfg.thumbnails.enabled and st.best_edge and st.best_crop is not None
@@ -291,7 +317,7 @@ class EventEngine:
         st.best_q = q
         x1, y1, x2, y2 = t.bbox
         st.best_edge = min(x1, y1) <= EDGE_MARGIN or max(x2, y2) >= 1 - EDGE_MARGIN
-        st.best_crop = self.thumbnailer.crop(frame.image, t.bbox)  # RGB made only now (I420 frames)
+        st.best_crop = self.thumbnailer.cut(frame.image, t.bbox)  # RGB made only now (I420 frames)
         st.best_version += 1
         self._counts["crops"] += 1
 
@@ -300,15 +326,37 @@ class EventEngine:
             return None, None
         budget = self.thumbnailer.budget
         stale = st.thumb_version != st.best_version
-        misfit = st.thumb_budget != budget and (st.thumb is None or len(st.thumb.jpeg) > budget)
+        misfit = st.thumb_budget != budget and (self._held(st) is None or len(st.thumb.jpeg) > budget)
         if stale or misfit:
-            st.thumb = self.thumbnailer.encode(st.best_crop)
+            if self._put_off(st, misfit):
+                st.thumb, st.thumb_pending = None, st.best_crop
+            else:
+                st.thumb, st.thumb_pending = self.thumbnailer.encode(st.best_crop), None
             st.thumb_version, st.thumb_budget = st.best_version, budget
+            if st.thumb_pending is not None:
+                return None, None
         if st.thumb is None or st.thumb.sha256 == st.sent_sha:
             return None, None
-        if st.sent_sha is not None and not misfit and st.best_q < st.sent_q * THUMB_RESEND:
+        if self._resend_declined(st, misfit):
             return None, None
         st.sent_sha, st.sent_q = st.thumb.sha256, st.best_q
         self._counts["thumbnails"] += 1
         self._counts["thumb_bytes"] += len(st.thumb.jpeg)
         return st.thumb.ref, st.thumb.jpeg
+
+    @staticmethod
+    def _resend_declined(st: _TrackState, misfit: bool) -> bool:
+        """A track's later thumbnail goes out only when the held one misfits or the view got much better."""
+        return st.sent_sha is not None and not misfit and st.best_q < st.sent_q * THUMB_RESEND
+
+    def _put_off(self, st: _TrackState, misfit: bool) -> bool:
+        """Skip an encode whose JPEG would not be sent whatever it is; ``_held`` makes it if a budget
+        change ever needs its size (so decisions stay those of encoding right away)."""
+        return self._resend_declined(st, misfit)
+
+    def _held(self, st: _TrackState) -> Thumb | None:
+        """The thumbnail last made for the track, encoding a put-off one now (at the budget it was for)."""
+        if st.thumb_pending is not None:
+            st.thumb = self.thumbnailer.encode(st.thumb_pending, st.thumb_budget)
+            st.thumb_pending = None
+        return st.thumb

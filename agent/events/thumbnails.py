@@ -63,6 +63,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np.ndarray:
     """The box plus ``context`` margin, clipped to the frame, downscaled to ``max_side`` (never up)."""
+    return downscale(box_region(image, bbox, context), max_side)
+
+
+def box_region(image: np.ndarray, bbox: BBox, context: float) -> np.ndarray:
+    """The box plus ``context`` margin, clipped to the frame, at native resolution (a view, no copy)."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = bbox
     mx, my = (x2 - x1) * context, (y2 - y1) * context
@@ -80,8 +85,7 @@ def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np
         c = (py1 + py2) // 2
         py1 = max(0, min(h - MIN_SIDE, c - MIN_SIDE // 2))
         py2 = min(h, py1 + MIN_SIDE)
-    crop = image[py1:py2, px1:px2]
-    return downscale(crop, max_side)
+    return image[py1:py2, px1:px2]
 
 
 def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -93,6 +97,18 @@ def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
     scale = max_side / long_side
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A box region at native resolution and the ``max_side`` it is to be downscaled to when encoded."""
+
+    pixels: np.ndarray
+    max_side: int
+
+    def scaled(self) -> np.ndarray:
+        """The pixels ``crop_box`` gives for the same box (this array itself when no downscale is due)."""
+        return self.pixels if max(self.pixels.shape[:2]) <= self.max_side else downscale(self.pixels, self.max_side)
 
 
 class Thumbnailer:
@@ -119,17 +135,23 @@ class Thumbnailer:
     def crop(self, image: np.ndarray, bbox: BBox) -> np.ndarray:
         return crop_box(image, bbox, self.cfg.context, self.cfg.max_side)
 
+    def cut(self, image: np.ndarray, bbox: BBox) -> Cut:
+        """What ``crop`` gives, with the downscale left to ``encode``: a track's best frame is cut many
+        times but encoded only when an event carries it, and the copy is far cheaper than the resize."""
+        return Cut(box_region(image, bbox, self.cfg.context).copy(), self.cfg.max_side)
+
     def _qualities(self) -> list[int]:
         top, low = self.cfg.quality, min(self.cfg.min_quality, self.cfg.quality)
         out = list(range(top, low, -QUALITY_STEP))
         return [*out, low]
 
-    def encode(self, crop: np.ndarray) -> Thumb | None:
-        """The best-quality JPEG of ``crop`` within the budget, or None when even a tiny one does not fit."""
-        budget = self.budget
+    def encode(self, crop: np.ndarray | Cut, budget: int | None = None) -> Thumb | None:
+        """The best-quality JPEG of ``crop`` within the budget (the current one unless given), or None when
+        even a tiny one does not fit. A ``Cut`` is downscaled first, exactly as ``crop`` would have."""
+        budget = self.budget if budget is None else budget
         t0 = time.perf_counter()
         try:
-            img = crop
+            img = crop.scaled() if isinstance(crop, Cut) else crop
             qualities = self._qualities()
             while True:
                 for q in qualities:
