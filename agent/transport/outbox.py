@@ -8,11 +8,20 @@ process and persistently (``meta`` table) for the node's lifetime.
 Two connections share one file: the writer (``synchronous=FULL``: a row that ``put`` returned for
 survives a power cut) and the sender's (``synchronous=NORMAL``: losing an ack-delete only causes a
 duplicate, which consumers tolerate). One lock serialises them so the in-memory totals stay exact.
+
+Checkpoints (copying the WAL into the database file, two fsyncs) are the sending side's job: ``ack``,
+``drop`` and ``expire`` run one on a third connection, outside the lock, once ``CHECKPOINT_EVERY`` puts
+went into the WAL. ``put``, on the pipeline's thread, then pays only for its own commit (one fsync), and
+the WAL stays small enough to be rewritten in place rather than grown (growing it makes every fsync also
+commit file-size metadata). While nothing is acknowledged (broker unreachable) SQLite's own
+auto-checkpoint on the writer (at 1,000 pages) still bounds the WAL. Durability is unchanged: every
+transaction is on disk when its ``COMMIT`` returns, checkpointed or not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -22,7 +31,11 @@ from pathlib import Path
 
 from agent.errors import EdgecamError
 
+log = logging.getLogger(__name__)
+
 KINDS = ("event", "thumb")
+#: puts (transactions) between checkpoints run by the sending side (~8 pages of WAL each)
+CHECKPOINT_EVERY = 32
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +88,7 @@ class Outbox:
             self._w = self._connect("FULL")
             self._w.executescript(SCHEMA)
             self._r = self._connect("NORMAL")
+            self._ck = self._connect("NORMAL")  # checkpoints only, never under ``_lock``
         except (OSError, sqlite3.Error) as exc:
             raise EdgecamError(f"state_dir {self.path}: cannot open the outbox ({exc})") from None
         row = self._w.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox").fetchone()
@@ -83,6 +97,8 @@ class Outbox:
         self.acked = {k: 0 for k in KINDS}  # this process
         self.dropped_total = {k: self._meta(f"dropped_{k}") for k in KINDS}  # node lifetime (persisted)
         self._closed = False
+        self._ck_lock = threading.Lock()
+        self._puts_since_checkpoint = 0
 
     def _connect(self, sync: str) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -118,6 +134,7 @@ class Outbox:
                 con.execute("ROLLBACK")
                 self._recount(con)
                 raise
+            self._puts_since_checkpoint += 1
             return ids
 
     def _recount(self, con: sqlite3.Connection) -> None:
@@ -189,12 +206,17 @@ class Outbox:
             self._r.execute("COMMIT")
 
     def ack(self, ids: Sequence[int]) -> int:
-        """Delete acknowledged rows (one transaction); returns how many still existed."""
-        return self._remove(ids, dropped=False)
+        """Delete acknowledged rows (one transaction); returns how many still existed. Sending side only."""
+        n = self._remove(ids, dropped=False)
+        self.checkpoint_if_due()
+        return n
 
     def drop(self, ids: Sequence[int]) -> int:
-        """Delete rows that can never be delivered (too large for the broker, refused); counted as drops."""
-        return self._remove(ids, dropped=True)
+        """Delete rows that can never be delivered (too large for the broker, refused); counted as drops.
+        Sending side only."""
+        n = self._remove(ids, dropped=True)
+        self.checkpoint_if_due()
+        return n
 
     def _remove(self, ids: Sequence[int], dropped: bool) -> int:
         if not ids:
@@ -235,6 +257,26 @@ class Outbox:
                 con.execute("ROLLBACK")
                 self._recount(con)
                 raise
+        self.checkpoint_if_due()
+
+    def checkpoint_if_due(self) -> bool:
+        """Copy the WAL into the database once ``CHECKPOINT_EVERY`` puts went in (see the module doc).
+
+        PASSIVE: never waits for the writer, which may commit meanwhile (those frames wait for the next
+        checkpoint). Returns whether one ran. Sending side only: the pipeline must not pay for it.
+        """
+        if self._puts_since_checkpoint < CHECKPOINT_EVERY:
+            return False
+        with self._ck_lock:
+            if self._closed:
+                return False
+            self._puts_since_checkpoint = 0
+            try:
+                self._ck.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # best effort: the writer's auto-checkpoint still bounds the WAL
+                log.warning("outbox: checkpoint failed (%s)", exc)
+                return False
+        return True
 
     # ------------------------------------------------------------ counters and stats
 
@@ -275,10 +317,10 @@ class Outbox:
         return None if row is None or row[0] is None else max(0.0, self._clock() - row[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._ck_lock:
             if self._closed:
                 return
             self._closed = True
-            for con in (self._r, self._w):
+            for con in (self._ck, self._r, self._w):
                 with contextlib.suppress(sqlite3.Error):
                     con.close()
