@@ -1,8 +1,10 @@
 """``edgecam run``: wire capture → motion gate → detector → event engine → transport, and run the loop.
 
-The loop runs on the main thread (one interpreter per process); capture and MQTT have their own threads.
-Everything the centre can change at run time (config/desired, commands) is handed to the loop through a
-queue, so the pipeline's objects are only ever touched by one thread.
+Three threads carry a frame: capture (decode, resize, quantise), the main loop (motion gate, invoke, outputs
+copied out) and post-processing (output decoding, tracking, events, thumbnails, outbox writes), which
+works on frame N while the interpreter runs frame N+1. MQTT has its own thread. Everything the centre can
+change at run time (config/desired, commands) reaches the loop through a queue, and what the event
+engine owns is changed on its own thread, so each pipeline object is only ever touched by one thread.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("edgecam")
 
 FLUSH_TIMEOUT_S = 30.0
 RESTART_EXIT = 75  # EX_TEMPFAIL: a supervisor restarts us; `edgecam run` re-executes itself instead
+#: frames between the invoke and post-processing: enough to ride out a slow outbox write, little memory
+POST_QUEUE_DEPTH = 4
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Agent:
 
     def _build(self) -> None:
         from agent.events.engine import EventEngine
+        from agent.serial_worker import SerialWorker
         from agent.sources.capture import Capture
         from agent.transport import Transport
         from agent.vision.motion import MotionGate
@@ -106,6 +111,7 @@ class Agent:
                                    on_command=self._on_command, on_config=self._on_config)
         self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite,
                                prepare=self.detector.prepare)
+        self.post = SerialWorker("post", POST_QUEUE_DEPTH)
         self._budget_seen: int | None = None
 
     # ------------------------------------------------------------ called from the MQTT thread
@@ -155,7 +161,7 @@ class Agent:
         self.cfg = new_cfg
         self.detector.configure(new_cfg.detect)
         self.gate.reconfigure(new_cfg.motion)
-        self.engine.reconfigure(new_cfg)
+        self.post.submit(self.engine.reconfigure, new_cfg)  # between two frames, on the engine's thread
         logging.getLogger().setLevel(new_cfg.log_level)
         log.info("applied new config (hot)")
 
@@ -184,6 +190,7 @@ class Agent:
             self.counters.thumbnails += o.thumb is not None
 
     def _process(self, frame) -> None:
+        """Main thread: gate and invoke, then hand the frame to post-processing."""
         c = self.counters
         c.frames += 1
         if c.first_frame_s is None:
@@ -193,21 +200,33 @@ class Agent:
         t0 = time.perf_counter()
         # source time, as the tracker uses: a --fast replay holds and refreshes like the real-time stream
         infer = self.gate.check(frame, frame.ts, self.engine.moving_tracks > 0)
-        t1 = time.perf_counter()
-        c.motion_ms += (t1 - t0) * 1e3
+        c.motion_ms += (time.perf_counter() - t0) * 1e3
+        raw = None
         if infer:
-            dets = self.detector.detect(frame)
+            raw = self.detector.infer(frame)
             c.inferences += 1
             self._recent_invoke.append(self.detector.times.invoke_samples[-1])
+        self.post.submit(self._post_process, frame, raw)
+
+    def _post_process(self, frame, raw) -> None:
+        """Post-processing thread: detections → tracks → events and thumbnails → outbox."""
+        c = self.counters
+        if raw is not None:
+            dets = self.detector.decode(raw)
             t1 = time.perf_counter()
             out = self.engine.on_frame(frame, dets)
         else:
+            t1 = time.perf_counter()
             out = self.engine.on_skipped_frame(frame)
         c.engine_ms += (time.perf_counter() - t1) * 1e3
         self._submit(out)
         c.last_frame_t = time.monotonic()
         if c.first_done_t is None:
             c.first_done_t = c.last_frame_t
+
+    def _finish_tracks(self) -> None:
+        """End every open track (post-processing thread, after the frames before it)."""
+        self._submit(self.engine.finish(time.time()))
 
     def _health(self) -> Health:
         from agent.events.clock import clock_synced
@@ -236,7 +255,7 @@ class Agent:
         budget = self.transport.max_payload
         if budget and budget != self._budget_seen:
             self._budget_seen = budget
-            self.engine.set_thumb_budget(min(self.cfg.thumbnails.max_bytes, budget))
+            self.post.submit(self.engine.set_thumb_budget, min(self.cfg.thumbnails.max_bytes, budget))
         if now >= self._next_health:
             self._next_health = now + self.cfg.health.period_s
             try:
@@ -264,7 +283,8 @@ class Agent:
                 self._process(frame)
             elif self.capture.ended and not source_done:
                 source_done = True
-                self._submit(self.engine.finish(time.time()))
+                self.post.submit(self._finish_tracks)
+                self.post.drain()
                 if self.opts.until_eof or self.opts.max_frames:
                     break
                 log.info("source ended; staying connected (use --until-eof to exit)")
@@ -276,7 +296,9 @@ class Agent:
         sd_notify("STOPPING=1")
         self.capture.stop()
         if not source_done:
-            self._submit(self.engine.finish(time.time()))
+            self.post.submit(self._finish_tracks)
+        self.post.drain()
+        self.post.stop()
         flushed = self.transport.flush(FLUSH_TIMEOUT_S)
         if not flushed:
             log.warning("outbox not empty at exit; %s item(s) stay queued for the next start",
@@ -316,12 +338,13 @@ class Agent:
                       "format": self.detector.layout.kind, "threads": self.detector.runtime.threads},
             "timings_ms": {
                 "capture_decode": cap.decode_ms / max(cap.captured, 1),
+                "capture_prepare": cap.prepare_ms / max(cap.captured, 1),
                 "motion": c.motion_ms / n_frames,
                 **{k.removesuffix("_ms"): v for k, v in t.as_dict().items()},
                 "events_and_thumbnails": c.engine_ms / n_frames,
                 "outbox_submit": c.submit_ms / n_frames,
             },
-            "timings_basis": "capture_decode per captured frame, preprocess/invoke/decode per inference, "
+            "timings_basis": "capture_* per captured frame, preprocess/invoke/take/decode per inference, "
                              "others per processed frame",
             "inference_ms_p50": float(np.percentile(t.invoke_samples, 50)) if t.invoke_samples else None,
             "inference_ms_p95": float(np.percentile(t.invoke_samples, 95)) if t.invoke_samples else None,

@@ -45,7 +45,8 @@ class CaptureStats:
     skipped: int = 0
     reopens: int = 0
     errors: int = 0
-    decode_ms: float = 0.0
+    decode_ms: float = 0.0  # reading the source (decoding)
+    prepare_ms: float = 0.0  # the detector's input made from it (resize, quantise)
     last_error: str | None = None
 
 
@@ -165,9 +166,11 @@ class Capture:
                 attempt = 0
                 if frame is None:
                     break
+                t1 = time.perf_counter()
                 if self.prepare is not None:
                     self.prepare(frame)
-                self.stats.decode_ms += (time.perf_counter() - t) * 1e3
+                self.stats.decode_ms += (t1 - t) * 1e3
+                self.stats.prepare_ms += (time.perf_counter() - t1) * 1e3
                 n += 1
                 self._put(frame)
         finally:

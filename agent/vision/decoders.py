@@ -1,7 +1,9 @@
 """Turn raw detector outputs into boxes, scores and class ids (input-normalised ``x1, y1, x2, y2``).
 
 Vectorised: YOLO candidates are thresholded in the quantised domain before anything is dequantised, so
-only the few hundred survivors of 8400 are converted to float and passed to class-wise NMS.
+only the few dozen survivors of 8400 are converted to float and passed to class-wise NMS. Each decoder
+works in two steps: ``take`` copies what decoding needs out of the interpreter's output buffers (on the
+inference thread, before the next invoke overwrites them) and ``decode`` does the rest on any thread.
 """
 
 from __future__ import annotations
@@ -60,19 +62,25 @@ class YoloDecoder:
         self._thresholds[floor] = value
         return value
 
-    def decode(self, floor: float, nms_iou: float, limit: int) -> Decoded:
+    def take(self, floor: float) -> np.ndarray:
+        """Inference thread, right after invoke: the candidate columns ``[C, K]`` copied out of the output
+        buffer (the next invoke overwrites it). Thresholding here keeps the copy to a few dozen columns."""
         raw = self._head()[0]
         head = raw.T if self.transposed else raw  # [C, N]
         gate_rows = head[4] if self.objectness else head[self.first_class:].max(axis=0)
         cand = (gate_rows >= self._quantised_threshold(floor)).nonzero()[0]
-        if cand.size == 0:
+        sub = head[:, cand]  # fancy indexing copies
+        del raw, head, gate_rows  # no view of the interpreter's buffer may outlive this call
+        return sub
+
+    def decode(self, sub: np.ndarray, floor: float, nms_iou: float, limit: int) -> Decoded:
+        """Any thread: scores, boxes and class-wise NMS from what ``take`` copied out."""
+        if sub.shape[1] == 0:
             return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
-        sub = head[:, cand]  # a copy: the interpreter's buffer is let go below
-        del raw, head, gate_rows
         dq = self.info.dequantise
         cls_q = sub[self.first_class:]
         class_ids = cls_q.argmax(axis=0)
-        scores = dq(cls_q[class_ids, np.arange(cand.size)])
+        scores = dq(cls_q[class_ids, np.arange(sub.shape[1])])
         if self.objectness:
             scores = scores * dq(sub[4])
         ok = scores >= floor
@@ -97,12 +105,16 @@ class SsdDecoder:
         self.layout = layout
         self._swap: bool | None = None  # TF2 exports order scores/classes differently; settled on first frame
 
-    def decode(self, floor: float, nms_iou: float, limit: int) -> Decoded:
+    def take(self, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inference thread: the post-processed outputs (copies, at most a few dozen rows)."""
         lay, get = self.layout, self.runtime.get
-        boxes = get(lay.boxes)[0]
-        classes, scores = get(lay.classes)[0], get(lay.scores)[0]
         n = int(get(lay.count)[0])
-        classes, scores, boxes = classes[:n], scores[:n], boxes[:n]
+        return get(lay.boxes)[0][:n], get(lay.classes)[0][:n], get(lay.scores)[0][:n]
+
+    def decode(self, taken: tuple[np.ndarray, np.ndarray, np.ndarray], floor: float, nms_iou: float,
+               limit: int) -> Decoded:
+        boxes, classes, scores = taken
+        n = len(scores)
         if self._swap is None and n:
             self._swap = bool(np.any(scores > 1.0) or (np.all(classes <= 1.0) and np.any(classes % 1 != 0)))
         if self._swap:

@@ -1,7 +1,9 @@
 """The detector: model resolution (file, folder + manifest, bundled demo), input writing, invoke, decoding.
 
-``Detector.detect(frame)`` returns detections in full-frame normalised coordinates. Recurrent state
-outputs (LSTM-SSD) are copied back into their inputs after each invoke. Per-stage times are accumulated
+``Detector.detect(frame)`` returns detections in full-frame normalised coordinates. It is two steps so
+the agent can overlap them: ``infer`` (inference thread: input, invoke, outputs copied out) and ``decode``
+(post-processing thread). Recurrent state outputs (LSTM-SSD) are copied back into their inputs after each
+invoke. Per-stage times are accumulated
 for the run summary and the bench.
 """
 
@@ -23,7 +25,7 @@ from agent.sources.base import Frame
 from agent.vision.decoders import make_decoder
 from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime
-from agent.vision.preprocess import InputWriter, default_normalization
+from agent.vision.preprocess import Geometry, InputWriter, default_normalization
 from agent.vision.types import Detection
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
@@ -96,16 +98,25 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
 class StageTimes:
     """Accumulated milliseconds per stage (for summaries and the bench)."""
 
-    preprocess_ms: float = 0.0
+    preprocess_ms: float = 0.0  # the prepared input copied into the tensor (inference thread)
     invoke_ms: float = 0.0
-    decode_ms: float = 0.0
+    take_ms: float = 0.0  # candidates copied out of the output buffers (inference thread)
+    decode_ms: float = 0.0  # the rest of output decoding (post-processing thread)
     count: int = 0
     invoke_samples: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
         n = max(self.count, 1)
         return {"preprocess_ms": self.preprocess_ms / n, "invoke_ms": self.invoke_ms / n,
-                "decode_ms": self.decode_ms / n}
+                "take_ms": self.take_ms / n, "decode_ms": self.decode_ms / n}
+
+
+@dataclass(slots=True)
+class RawOutput:
+    """What one invoke left for decoding: the decoder's copy of its outputs and the input geometry."""
+
+    taken: Any
+    geometry: Geometry
 
 
 class Detector:
@@ -152,7 +163,8 @@ class Detector:
         ``frame.model_input``, so the inference thread only copies it into the tensor."""
         frame.model_input = self.writer.prepare(frame)
 
-    def detect(self, frame: Frame) -> list[Detection]:
+    def infer(self, frame: Frame) -> RawOutput:
+        """Inference thread: input into the tensor, invoke, recurrent state fed back, outputs copied out."""
         t0 = time.perf_counter()
         geom = self.writer.write(frame)
         t1 = time.perf_counter()
@@ -160,8 +172,22 @@ class Detector:
         t2 = time.perf_counter()
         for inp, out in self.layout.state:
             self.runtime.set(inp, self.runtime.get(out))
-        boxes, scores, classes = self.decoder.decode(self.floor, self.nms_iou, self.max_detections)
-        boxes = geom.to_frame(boxes)
+        raw = RawOutput(self.decoder.take(self.floor), geom)
+        t3 = time.perf_counter()
+        t = self.times
+        t.preprocess_ms += (t1 - t0) * 1e3
+        t.invoke_ms += (t2 - t1) * 1e3
+        t.take_ms += (t3 - t2) * 1e3
+        t.count += 1
+        if len(t.invoke_samples) < 100_000:
+            t.invoke_samples.append((t2 - t1) * 1e3)
+        return raw
+
+    def decode(self, raw: RawOutput) -> list[Detection]:
+        """Any thread (one at a time): detections in full-frame normalised coordinates."""
+        t0 = time.perf_counter()
+        boxes, scores, classes = self.decoder.decode(raw.taken, self.floor, self.nms_iou, self.max_detections)
+        boxes = raw.geometry.to_frame(boxes)
         dets = []
         for box, score, cid in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True):
             label = self.label(int(cid))
@@ -170,12 +196,8 @@ class Detector:
             if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
                 continue
             dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
-        t3 = time.perf_counter()
-        t = self.times
-        t.preprocess_ms += (t1 - t0) * 1e3
-        t.invoke_ms += (t2 - t1) * 1e3
-        t.decode_ms += (t3 - t2) * 1e3
-        t.count += 1
-        if len(t.invoke_samples) < 100_000:
-            t.invoke_samples.append((t2 - t1) * 1e3)
+        self.times.decode_ms += (time.perf_counter() - t0) * 1e3
         return dets
+
+    def detect(self, frame: Frame) -> list[Detection]:
+        return self.decode(self.infer(frame))
