@@ -120,3 +120,24 @@ def test_cut_then_encode_equals_crop_then_encode(noise_frame, box, max_side, con
     assert cut.pixels.base is None  # a copy: the frame may be reused by its source
     np.testing.assert_array_equal(cut.scaled(), th.crop(noise_frame, bbox))
     assert th.encode(cut) == th.encode(th.crop(noise_frame, bbox))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+    context=st.floats(0, 0.5),
+)
+def test_cut_of_an_i420_frame_converts_only_the_region_to_the_same_pixels(box, context):
+    from agent.sources.base import Frame
+
+    rng = np.random.default_rng(1)
+    yuv = rng.integers(0, 256, (540 * 3 // 2, 960), dtype=np.uint8)
+    x1, x2 = sorted(box[0::2])
+    y1, y2 = sorted(box[1::2])
+    th = Thumbnailer(ThumbnailConfig(context=context))
+    cut = th.cut_frame(Frame(yuv=yuv), (x1, y1, x2, y2))
+    whole = th.cut(cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420), (x1, y1, x2, y2))
+    np.testing.assert_array_equal(cut.pixels, whole.pixels)
+    assert cut.pixels.base is None  # its own array: no frame kept alive
+    rgb = Frame(image=cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420))  # RGB frames: a plain cut
+    np.testing.assert_array_equal(th.cut_frame(rgb, (x1, y1, x2, y2)).pixels, whole.pixels)

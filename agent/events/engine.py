@@ -317,7 +317,7 @@ class EventEngine:
         st.best_q = q
         x1, y1, x2, y2 = t.bbox
         st.best_edge = min(x1, y1) <= EDGE_MARGIN or max(x2, y2) >= 1 - EDGE_MARGIN
-        st.best_crop = self.thumbnailer.cut(frame.image, t.bbox)  # RGB made only now (I420 frames)
+        st.best_crop = self.thumbnailer.cut_frame(frame, t.bbox)  # RGB of the region only (I420 frames)
         st.best_version += 1
         self._counts["crops"] += 1
 
