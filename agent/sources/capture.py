@@ -9,7 +9,6 @@ exponential backoff; the failure is counted and logged, never raised into the pi
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -19,25 +18,9 @@ from dataclasses import dataclass
 from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.thread_priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
-
-#: the capture thread runs this much nicer than the process (Linux, per thread): the interpreter's threads
-#: get the CPU first and decoding fills their idle gaps instead of stretching every invoke (on 2 cores the
-#: bench measured invoke +20% at equal priority, +3% at +10 niceness; +19 starved capture instead)
-CAPTURE_NICENESS = 10
-
-
-def lower_thread_priority(niceness: int = CAPTURE_NICENESS) -> bool:
-    """Make the calling thread ``niceness`` steps nicer (best effort; False where threads cannot be reniced)."""
-    try:
-        tid = threading.get_native_id()
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
-        return True
-    except (AttributeError, OSError):
-        return False
-
 
 @dataclass
 class CaptureStats:
@@ -151,7 +134,7 @@ class Capture:
                     delay = t0 + n / self.source.fps - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
-                t = time.perf_counter()
+                t = time.thread_time()  # CPU time: this thread yields to the interpreter's by design
                 try:
                     frame = self.source.read()
                 except SourceError as exc:
@@ -166,11 +149,11 @@ class Capture:
                 attempt = 0
                 if frame is None:
                     break
-                t1 = time.perf_counter()
+                t1 = time.thread_time()
                 if self.prepare is not None:
                     self.prepare(frame)
                 self.stats.decode_ms += (t1 - t) * 1e3
-                self.stats.prepare_ms += (time.perf_counter() - t1) * 1e3
+                self.stats.prepare_ms += (time.thread_time() - t1) * 1e3
                 n += 1
                 self._put(frame)
         finally:
