@@ -52,8 +52,13 @@ def reference_match(tb: np.ndarray, db: np.ndarray, iou_min: float, max_dist: fl
     return pairs
 
 
-box = st.tuples(*[st.sampled_from(GRID)] * 4).map(
-    lambda b: (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])))
+def ordered(b: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    return min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
+
+
+grid_box = st.tuples(*[st.sampled_from(GRID)] * 4).map(ordered)
+float_box = st.tuples(*[st.floats(0, 1)] * 4).map(ordered)
+box = st.one_of(grid_box, float_box)
 
 
 @settings(max_examples=300, deadline=None)
@@ -77,3 +82,20 @@ def test_greedy_match_equals_reference(tracks, dets, iou_min, max_dist, labels, 
 def test_scalar_iou_equals_matrix(a, b, jitter):
     a = tuple(v + jitter for v in a)
     assert iou(a, b) == float(iou_matrix(np.asarray([a]), np.asarray([b]))[0, 0])
+
+
+def test_filter_follows_reconfigured_floors_and_areas():
+    """Per-label limits are looked up once per label; a new config must still apply from the next frame."""
+    from agent.config import DetectConfig, LabelFilter, TrackerConfig
+    from agent.tracking.tracker import Tracker
+    from agent.vision.types import Detection
+
+    car = Detection("car", 2, 0.5, (0.1, 0.1, 0.2, 0.2))  # area 0.01
+    tr = Tracker(TrackerConfig(), DetectConfig(score_floor=0.3))
+    assert tr.filter([car]) == [car]
+    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6))
+    assert tr.filter([car]) == []
+    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6, per_label={"car": LabelFilter(min_score=0.4)}))
+    assert tr.filter([car]) == [car]
+    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig(score_floor=0.3))
+    assert tr.filter([car]) == []

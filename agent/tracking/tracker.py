@@ -13,8 +13,10 @@ Why this shape:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,10 +68,6 @@ def iou(a: BBox, b: BBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _centres(boxes: np.ndarray) -> np.ndarray:
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
-
-
 def greedy_match(
     track_boxes: np.ndarray,
     det_boxes: np.ndarray,
@@ -83,6 +81,28 @@ def greedy_match(
     The centroid pass catches small fast objects whose boxes no longer overlap between frames; it only
     pairs boxes with the same label (``same_label[i, j]``) when that matrix is given. ``ious`` is
     ``iou_matrix(track_boxes, det_boxes)`` when the caller already has it.
+    """
+    same = None
+    if same_label is not None:
+        rows = np.asarray(same_label, dtype=bool).tolist()
+
+        def same(t: int, d: int) -> bool:
+            return rows[t][d]
+
+    return _greedy(track_boxes, det_boxes, iou_min, max_dist, same, ious)
+
+
+def _greedy(
+    track_boxes: np.ndarray,
+    det_boxes: np.ndarray,
+    iou_min: float,
+    max_dist: float,
+    same: Callable[[int, int], bool] | None,
+    ious: np.ndarray | None,
+) -> list[tuple[int, int]]:
+    """``greedy_match`` with the label test as a function (the tracker asks it only for the few pairs left).
+
+    Ties go to the lower flat index ``t * m + d`` in both passes (a stable sort of the row-major matrix).
     """
     n, m = len(track_boxes), len(det_boxes)
     if n == 0 or m == 0:
@@ -103,14 +123,20 @@ def greedy_match(
         used_t[t] = used_d[d] = True
         pairs.append((t, d))
     if max_dist > 0 and len(pairs) < min(n, m):
-        dist = np.linalg.norm(_centres(track_boxes)[:, None, :] - _centres(det_boxes)[None, :, :], axis=2)
-        dist[np.asarray(used_t), :] = np.inf
-        dist[:, np.asarray(used_d)] = np.inf
-        if same_label is not None:
-            dist[~same_label] = np.inf
-        flat_dist = dist.ravel()
-        order = np.argsort(flat_dist, kind="stable")
-        for flat in order[:int(np.count_nonzero(flat_dist <= max_dist))].tolist():
+        # the few boxes left, in plain floats: sqrt(dx² + dy²) is what numpy's norm computes, bit for bit
+        tb, db = track_boxes.tolist(), det_boxes.tolist()
+        free_d = [(d, (db[d][0] + db[d][2]) / 2, (db[d][1] + db[d][3]) / 2) for d in range(m) if not used_d[d]]
+        near = []
+        for t in range(n):
+            if used_t[t]:
+                continue
+            cx, cy = (tb[t][0] + tb[t][2]) / 2, (tb[t][1] + tb[t][3]) / 2
+            for d, dx, dy in free_d:
+                dist = math.sqrt((cx - dx) * (cx - dx) + (cy - dy) * (cy - dy))
+                if dist <= max_dist and (same is None or same(t, d)):
+                    near.append((dist, t * m + d))
+        near.sort()
+        for _, flat in near:
             t, d = divmod(flat, m)
             if used_t[t] or used_d[d]:
                 continue
@@ -224,6 +250,7 @@ class Tracker:
         self.detect = detect
         self.zones = zones or ZoneSet()
         self._allow = frozenset(detect.labels) if detect.labels else None
+        self._limits: dict[str, tuple[float, float]] = {}  # label → (floor, min_area), filled as labels come
 
     # ------------------------------------------------------------ thresholds
 
@@ -243,10 +270,18 @@ class Tracker:
 
     def filter(self, detections: list[Detection]) -> list[Detection]:
         """Drop detections of unwanted labels, under their floor or min area, or anchored in a mask."""
-        kept = [d for d in detections
-                if (self._allow is None or d.label in self._allow)
-                and d.score >= self.floor(d.label) and d.area >= self.min_area(d.label) and d.area > 0]
-        if kept:
+        allow, limits = self._allow, self._limits
+        kept = []
+        for d in detections:
+            if allow is not None and d.label not in allow:
+                continue
+            lim = limits.get(d.label)
+            if lim is None:
+                lim = limits[d.label] = (self.floor(d.label), self.min_area(d.label))
+            area = d.area
+            if d.score >= lim[0] and area >= lim[1] and area > 0:
+                kept.append(d)
+        if kept and self.zones.has_masks:
             masked = self.zones.masked(d.bbox for d in kept)
             kept = [d for d, m in zip(kept, masked, strict=True) if not m]
         return kept
@@ -261,11 +296,13 @@ class Tracker:
             t.matched = False
         tboxes = np.asarray([t.predicted(ts) for t in self.tracks], dtype=np.float64).reshape(-1, 4)
         dboxes = np.asarray([d.bbox for d in dets], dtype=np.float64).reshape(-1, 4)
-        same = ious = None
-        if self.tracks and dets:
-            same = np.asarray([t.label for t in self.tracks])[:, None] == np.asarray([d.label for d in dets])[None, :]
-            ious = iou_matrix(tboxes, dboxes)
-        pairs = greedy_match(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
+        tracks = self.tracks
+        ious = iou_matrix(tboxes, dboxes) if tracks and dets else None
+
+        def same(t: int, d: int) -> bool:
+            return tracks[t].label == dets[d].label
+
+        pairs = _greedy(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
         matched_d = set()
         for ti, di in pairs:
             self.tracks[ti].observe(dets[di], ts, self.cfg.stationary_iou)

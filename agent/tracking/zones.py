@@ -58,6 +58,10 @@ class ZoneSet:
         self._masks = [np.asarray(m.polygon, dtype=np.float64) for m in masks]
 
     @property
+    def has_masks(self) -> bool:
+        return bool(self._masks)
+
+    @property
     def names(self) -> list[str]:
         return [name for name, _, _ in self._zones]
 
