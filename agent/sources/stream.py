@@ -83,8 +83,17 @@ class StreamSource(Source):
 
 
 def _redact(url: str) -> str:
-    """Hide credentials in ``rtsp://user:pass@host/…`` before it reaches a log or an error."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """Hide credentials in ``rtsp://user:pass@host/…`` before it reaches a log or an error.
+
+    The host starts after the *last* ``@`` before the path, as FFmpeg parses it: a password typed with an
+    unencoded ``@`` works, so its tail must not leak. An ``@`` only after the host (a password with ``/`` in
+    it) hides up to that ``@``: over-redacting an odd path beats logging a secret.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, host_end)
+    if at < 0:
+        at = rest.rfind("@")
+    return f"{scheme}://***@{rest[at + 1:]}"

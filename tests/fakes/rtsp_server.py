@@ -9,7 +9,8 @@ paced at the clip's frame rate and looped with continuous timestamps. Each sessi
 first (IDR) access unit.
 
 Test controls: ``drop_clients(refuse_s)`` closes every connection at once and refuses new ones for a
-while (a camera rebooting); ``stats`` counts what clients did.
+while (a camera rebooting); ``stall()`` stops sending while keeping connections open (a hung camera);
+``stats`` counts what clients did.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ class RtspServer:
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
         self._refuse_until = 0.0
+        self._stalled = threading.Event()
         self._server = _TcpServer((host, 0), self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="rtsp-server", daemon=True)
@@ -242,6 +244,13 @@ class RtspServer:
         for conn in conns:
             conn.close()
         return len(conns)
+
+    def stall(self, stalled: bool = True) -> None:
+        """Stop (or resume) sending RTP while keeping connections open: a camera that hangs, not one that resets."""
+        if stalled:
+            self._stalled.set()
+        else:
+            self._stalled.clear()
 
     @property
     def client_count(self) -> int:
@@ -494,6 +503,9 @@ class _Connection:
                     delay = t0 + n / clip.fps - time.monotonic()
                     if self._closed.wait(max(delay, 0)):
                         return
+                    if self.owner._stalled.is_set():
+                        n += 1  # the picture is lost, time goes on
+                        continue
                     ticks = self._rtp_base + (n // len(clip.units)) * clip.loop_ticks + unit.rtp_ticks
                     self._send(self._packets(unit, ticks))
                     n += 1
