@@ -21,7 +21,8 @@ from agent.config import CaptureConfig, RtspSource
 from agent.errors import SourceError
 from agent.sources.base import Frame
 from agent.sources.capture import Capture
-from agent.sources.stream import StreamSource
+from agent.sources.stream import StreamSource, rtsp_options
+from agent.sources.video import VideoReader
 from tests.conftest import shared
 from tests.fakes.rtsp_server import MTU, H264Clip, RtspServer
 from tests.waiting import wait_until
@@ -107,6 +108,25 @@ def test_rtsp_frames_are_the_clip_picture_for_picture(camera, reference):
     assert frames[5].image.shape == (H, W, 3)
     assert camera.stats.transports and all("RTP/AVP/TCP" in t for t in camera.stats.transports)
     assert wait_until(lambda: camera.stats.teardowns == 1, 5), camera.stats  # close() ends the session
+
+
+def test_the_keyframe_sent_at_play_is_decoded_not_thrown_away(camera, clip, reference):
+    """The first picture is the keyframe the camera sends at PLAY, not its next one a GOP later.
+
+    ``fflags=nobuffer`` used to discard every packet FFmpeg read while probing the stream, that keyframe
+    among them. Media time counts from the session's first RTP packet: pictures of the clip's first pass
+    are earlier than one clip duration.
+    """
+    cfg = RtspSource(url=camera.url)
+    video = VideoReader(cfg.url, name="cam", options=rtsp_options(cfg), timeout_s=5)
+    try:
+        got = [video.read() for _ in range(5)]
+    finally:
+        video.close()
+    assert closest(got[0][0], reference) == (0, pytest.approx(0.0, abs=0.5))
+    times = [t for _, _, t in got if t is not None]
+    one_pass_s = len(clip.units) / clip.fps
+    assert times and max(times) < one_pass_s, times
 
 
 @pytest.mark.timeout(60)

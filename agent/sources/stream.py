@@ -50,11 +50,8 @@ class StreamSource(Source):
         self._cap = cap
 
     def _open_rtsp(self, cfg: RtspSource) -> None:
-        # UDP RTP drops packets on busy city networks; TCP interleaving is the safe default. Low-delay flags
-        # keep FFmpeg from buffering: the newest picture matters, not a queue of stale ones.
-        options = {"rtsp_transport": "tcp" if cfg.tcp else "udp", "fflags": "nobuffer", "flags": "low_delay"}
-        self._video = VideoReader(cfg.url, name=self.describe(), threads=self.decode_threads, options=options,
-                                  timeout_s=RTSP_TIMEOUT_S)
+        self._video = VideoReader(cfg.url, name=self.describe(), threads=self.decode_threads,
+                                  options=rtsp_options(cfg), timeout_s=RTSP_TIMEOUT_S)
         self.fps = self._video.fps
 
     def read(self) -> Frame | None:
@@ -80,6 +77,17 @@ class StreamSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def rtsp_options(cfg: RtspSource) -> dict[str, str]:
+    """FFmpeg options for an RTSP camera.
+
+    UDP RTP drops packets on busy city networks; TCP interleaving is the safe default. Not
+    ``fflags=nobuffer``: it discards the packets FFmpeg reads while probing the stream, the keyframe the
+    camera sends at PLAY among them, so every (re)open waited for the camera's next keyframe (a whole
+    GOP, seconds on many cameras) and it lowered no steady-state latency (tests/test_rtsp_source.py).
+    """
+    return {"rtsp_transport": "tcp" if cfg.tcp else "udp", "flags": "low_delay"}
 
 
 def _redact(url: str) -> str:
