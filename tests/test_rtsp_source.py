@@ -205,6 +205,15 @@ def test_unknown_path_is_a_one_line_error(camera):
         src.open()
 
 
+def test_tcp_false_asks_for_udp(camera):
+    """``tcp = false`` really asks the camera for RTP over UDP; this TCP-only camera refuses (461)."""
+    src = StreamSource(RtspSource(url=camera.url, tcp=False))
+    with pytest.raises(SourceError, match=r"/clip: cannot open \("):
+        src.open()
+    assert camera.stats.transports and camera.stats.transports[0].startswith("RTP/AVP/UDP")
+    assert camera.stats.plays == 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_hung_camera_is_a_source_error_not_a_hung_thread(locked_camera, reference):
@@ -240,5 +249,6 @@ def test_agent_runs_on_an_rtsp_camera(tmp_path, broker, camera):
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(summary.read_text())
     assert out["source_reconnects"] == 0 and out["frames"] >= 1, out
-    assert out["frames"] + out["dropped"]["frames_skipped"] == 40, out
+    assert out["frames"] + out["dropped"]["frames_skipped"] == 40 and out["inferences"] >= 1, out
     assert camera.stats.plays == 1
+    assert wait_until(lambda: camera.stats.teardowns == 1, 5), camera.stats  # the session is ended, not leaked
