@@ -25,6 +25,7 @@ from agent.sources.stream import StreamSource, rtsp_options
 from agent.sources.video import VideoReader
 from tests.conftest import shared
 from tests.fakes.rtsp_server import MTU, H264Clip, RtspServer
+from tests.mqtt_collect import Collector
 from tests.waiting import wait_until
 
 W, H = 960, 540
@@ -240,15 +241,25 @@ def test_a_hung_camera_is_a_source_error_not_a_hung_thread(locked_camera, refere
 
 
 @pytest.mark.slow
-def test_agent_runs_on_an_rtsp_camera(tmp_path, broker, camera):
+def test_agent_runs_on_an_rtsp_camera(tmp_path, broker, locked_camera):
+    """``edgecam run`` on the camera: frames flow, the session is ended, the password shows up nowhere."""
+    col = Collector(broker.port)
     summary = tmp_path / "summary.json"
-    cmd = [sys.executable, "-m", "agent.cli", "run", "--source", camera.url, "--mqtt", broker.url,
-           "--node-id", "rtsp1", "--max-frames", "40", "--until-eof", "--state-dir", str(tmp_path / "state"),
-           "--summary-json", str(summary)]
+    cmd = [sys.executable, "-m", "agent.cli", "run", "--source", locked_camera.url_with(USER, PASSWORD),
+           "--mqtt", broker.url, "--node-id", "rtsp1", "--max-frames", "40", "--until-eof",
+           "--state-dir", str(tmp_path / "state"), "--summary-json", str(summary)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(summary.read_text())
     assert out["source_reconnects"] == 0 and out["frames"] >= 1, out
     assert out["frames"] + out["dropped"]["frames_skipped"] == 40 and out["inferences"] >= 1, out
-    assert camera.stats.plays == 1
-    assert wait_until(lambda: camera.stats.teardowns == 1, 5), camera.stats  # the session is ended, not leaked
+    assert locked_camera.stats.plays == 1
+    assert wait_until(lambda: locked_camera.stats.teardowns == 1, 5), locked_camera.stats  # ended, not leaked
+    assert col.wait_for(lambda: any(m.json().get("online") is False for m in col.on("/state")), 10)  # last one
+    col.close()
+    assert f"rtsp://***@127.0.0.1:{locked_camera.port}/clip" in res.stderr
+    assert_no_secret([res.stdout, res.stderr, summary.read_text()]
+                     + [m.payload.decode("utf-8", "replace") for m in col.messages])
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
