@@ -212,15 +212,16 @@ class Track:
         if self.smooth_bbox is None:
             self.smooth_bbox = det.bbox
         else:
-            a = SMOOTH_ALPHA
-            self.smooth_bbox = tuple(a * n + (1 - a) * o for n, o in zip(det.bbox, self.smooth_bbox, strict=True))
+            a, b, o = SMOOTH_ALPHA, 1 - SMOOTH_ALPHA, self.smooth_bbox
+            n = det.bbox
+            self.smooth_bbox = (a * n[0] + b * o[0], a * n[1] + b * o[1], a * n[2] + b * o[2], a * n[3] + b * o[3])
         if self.anchor_bbox is None or iou(self.anchor_bbox, self.smooth_bbox) < stationary_iou:
             self.anchor_bbox, self.anchor_ts = self.smooth_bbox, ts
 
 
 def _vote(weight: dict[str, float], current: str) -> str:
     """Score-weighted majority of recent labels; the current label stays unless clearly outweighed."""
-    best = max(weight, key=lambda k: weight[k])
+    best = max(weight, key=weight.__getitem__)
     if current and current != best and weight[best] <= weight.get(current, 0.0) * LABEL_HYSTERESIS:
         return current
     return best
@@ -294,7 +295,7 @@ class Tracker:
         filtered = len(detections) - len(dets)
         for t in self.tracks:
             t.matched = False
-        tboxes = np.asarray([t.predicted(ts) for t in self.tracks], dtype=np.float64).reshape(-1, 4)
+        tboxes = np.asarray(self._predicted(ts), dtype=np.float64).reshape(-1, 4)
         dboxes = np.asarray([d.bbox for d in dets], dtype=np.float64).reshape(-1, 4)
         tracks = self.tracks
         ious = iou_matrix(tboxes, dboxes) if tracks and dets else None
@@ -322,7 +323,7 @@ class Tracker:
             seen.append(track)
         confirmed = []
         for t in seen:
-            if not t.confirmed and t.hits >= self.cfg.min_hits and t.median_score >= self.threshold(t.label):
+            if t.track_id is None and t.hits >= self.cfg.min_hits and t.median_score >= self.threshold(t.label):
                 t.track_id = self._next_track_id
                 self._next_track_id += 1
                 confirmed.append(t)
@@ -341,18 +342,33 @@ class Tracker:
         ended, self.tracks = self.tracks, []
         return ended
 
+    def _predicted(self, ts: float) -> list[BBox]:
+        """``Track.predicted`` of every track, inlined: it runs for every live track on every frame."""
+        out = []
+        for t in self.tracks:
+            dt = ts - t.last_seen
+            dt = dt if dt > 0.0 else 0.0
+            dt = dt if dt < MAX_PREDICT_S else MAX_PREDICT_S
+            dx, dy = t.velocity[0] * dt, t.velocity[1] * dt
+            x1, y1, x2, y2 = t.bbox
+            out.append((x1 + dx, y1 + dy, x2 + dx, y2 + dy))
+        return out
+
     def _expire(self, ts: float) -> list[Track]:
+        lost, parked_s = self.cfg.lost_s, self.cfg.stationary_s
+        parked_timeout = max(lost, parked_s)
         keep, ended = [], []
         for t in self.tracks:
-            timeout = max(self.cfg.lost_s, self.cfg.stationary_s) if t.stationary(t.last_seen, self.cfg.stationary_s) \
-                else self.cfg.lost_s
-            if t.misses >= MIN_MISSES and ts - t.last_seen >= timeout:
-                ended.append(t)
-            else:
-                keep.append(t)
+            if t.misses >= MIN_MISSES:  # (t.stationary inlined: this runs for every live track, every frame)
+                parked = t.anchor_bbox is not None and t.last_seen - t.anchor_ts >= parked_s
+                if ts - t.last_seen >= (parked_timeout if parked else lost):
+                    ended.append(t)
+                    continue
+            keep.append(t)
         self.tracks = keep
         return ended
 
     def moving(self, ts: float) -> int:
         """Live tracks that are not parked: what keeps the motion gate open."""
-        return sum(1 for t in self.tracks if not t.stationary(ts, self.cfg.stationary_s))
+        parked_s = self.cfg.stationary_s
+        return sum(1 for t in self.tracks if t.anchor_bbox is None or ts - t.anchor_ts < parked_s)
