@@ -49,15 +49,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in (N, 4) ``a`` against every box in (M, 4) ``b``."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.maximum(ix2 - ix1, 0.0) * np.maximum(iy2 - iy1, 0.0)
+    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
+    np.maximum(wh, 0.0, out=wh)
+    inter = wh[..., 0] * wh[..., 1]
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def iou(a: BBox, b: BBox) -> float:
@@ -112,11 +110,10 @@ def _greedy(
     pairs: list[tuple[int, int]] = []
     used_t = [False] * n
     used_d = [False] * m
-    flat_ious = ious.ravel()
-    # candidates in descending IoU; only the leading ones that pass the threshold can pair (a prefix)
-    order = np.argsort(-flat_ious, kind="stable")
-    passing = int(np.count_nonzero((flat_ious >= iou_min) & (flat_ious > 0)))
-    for flat in order[:passing].tolist():
+    # the pairs that pass the threshold, best IoU first (a few of n * m: sorted as plain floats)
+    overlapping = [(-v, flat) for flat, v in enumerate(ious.ravel().tolist()) if v >= iou_min and v > 0]
+    overlapping.sort()
+    for _, flat in overlapping:
         t, d = divmod(flat, m)
         if used_t[t] or used_d[d]:
             continue
