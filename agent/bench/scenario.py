@@ -100,6 +100,7 @@ def _totals(t: KindTotals) -> dict[str, Any]:
 
 def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any:
     """The real ``Agent``, with each thumbnail encode noted (crop size in, JPEG size out)."""
+    from agent.events.thumbnails import Cut
     from agent.runner import Agent, RunOptions
 
     class BenchAgent(Agent):
@@ -119,7 +120,8 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
 
             def noted(crop: Any) -> Any:
                 thumb = encode(crop)
-                h, w = crop.shape[:2]
+                # the size the thumbnail must have: the object's own pixels, long side at most max_side
+                h, w = (crop.scaled() if isinstance(crop, Cut) else crop).shape[:2]
                 self.encodes.append((w, h, thumb.w if thumb else 0, thumb.h if thumb else 0))
                 return thumb
 
