@@ -9,6 +9,7 @@ import pytest
 from agent.config import MotionConfig
 from agent.sources.base import Frame
 from agent.vision.motion import MotionGate
+from tests.conftest import shared
 
 FPS = 15.0
 H, W = 360, 640
@@ -169,3 +170,18 @@ def test_street_scene_gate_sees_every_object(tmp_path):
     assert boxes > 100 and empty > 100
     assert covered >= 0.98 * boxes
     assert empty_passed <= 0.5 * empty
+
+
+def test_video_luma_is_seen_as_the_rgb_frame_would_be():
+    """I420 frames feed the gate their Y plane (no colour conversion); stretched from video's limited range
+    it must match the grey of the same picture converted to RGB, or thresholds would mean other things."""
+    import av
+
+    with av.open(str(shared("clips/traffic_frames.mp4"))) as container:
+        yuv = next(container.decode(video=0)).to_ndarray(format="yuv420p")
+    rgb = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
+    gate = MotionGate(MotionConfig())
+    from_luma = gate._small_grey(Frame(None, 0.0, 0, yuv=yuv)).astype(int)
+    from_rgb = gate._small_grey(Frame(rgb, 0.0, 0)).astype(int)
+    assert from_luma.shape == from_rgb.shape
+    assert np.abs(from_luma - from_rgb).max() <= 2

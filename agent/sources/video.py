@@ -17,9 +17,6 @@ import numpy as np
 
 from agent.errors import SourceError
 
-#: pixel formats whose planes are already I420 (full-range JPEG variant included)
-I420_FORMATS = {"yuv420p", "yuvj420p"}
-
 
 class VideoReader:
     """One opened video (file or stream): decoded pictures as I420 arrays (RGB when a side is odd).
@@ -57,8 +54,9 @@ class VideoReader:
             return None
         t = float(frame.pts * self._stream.time_base) if frame.pts is not None and self._stream.time_base else None
         if frame.width % 2 == 0 and frame.height % 2 == 0:
-            fmt = frame.format.name if frame.format.name in I420_FORMATS else "yuv420p"
-            return frame.to_ndarray(format=fmt), True, t
+            # limited-range BT.601 I420, as OpenCV's conversions expect: as is for yuv420p (no copy of work),
+            # converted by swscale for anything else (full-range yuvj420p from MJPEG cameras, 4:2:2, NV12)
+            return frame.to_ndarray(format="yuv420p"), True, t
         return frame.to_ndarray(format="rgb24"), False, t
 
     def rewind(self) -> None:

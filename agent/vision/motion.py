@@ -66,7 +66,12 @@ class MotionGate:
         width = min(self.cfg.width, w)
         height = max(1, round(h * width / w))
         small = cv2.resize(src, (width, height), interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
+        if small.ndim == 3:
+            grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        elif src is not frame.lores:  # video luma is limited range (16-235): stretch it as RGB→grey would be
+            grey = cv2.convertScaleAbs(small, alpha=255 / 219, beta=-16 * 255 / 219)
+        else:
+            grey = small
         return cv2.GaussianBlur(grey, (5, 5), 0)
 
     def _motion(self, grey: np.ndarray) -> bool:
