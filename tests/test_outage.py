@@ -255,7 +255,8 @@ def test_sigkilled_publisher_delivers_everything_after_restart(tmp_path: Path) -
         f"missing {len(ids - {e['event_id'] for e in sub.events()})} of {len(ids)} submitted events")
     replayed = [e for e in sub.events() if e["event_id"] in backlog]
     assert replayed and all(e["historical"] for e in replayed)  # loaded from a previous run's outbox
-    assert _states(sub)[-1]["online"] is False  # run 3 stopped gracefully
+    # run 3 stopped gracefully: its offline state comes after its events (another topic, so wait for it too)
+    assert sub.wait_for(lambda: _states(sub)[-1]["online"] is False, timeout=10)
     assert max(s["bd_seq"] for s in _states(sub)) > will["bd_seq"]
     sub.close()
     broker.stop()
