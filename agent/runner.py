@@ -72,7 +72,8 @@ class Agent:
         from agent.vision.detector import Detector
 
         # OpenCV would split every resize and conversion over all cores and spin between jobs, fighting the
-        # interpreter's threads for them (bench, 2 cores: 0.83 → 0.94 of the bare rate from this line alone)
+        # interpreter's threads for them (bench, 2 cores, frames arriving decoded: 0.83 → 0.94 of the bare
+        # rate from this line alone)
         cv2.setNumThreads(1)
         self.cfg = cfg
         self.opts = opts
@@ -113,6 +114,8 @@ class Agent:
         self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite,
                                prepare=self.detector.prepare)
         self.post = SerialWorker("post", POST_QUEUE_DEPTH, on_start=idle_thread_priority)
+        #: the engine's count of moving tracks, taken on its thread after each frame (the gate reads it here)
+        self._moving_tracks = 0
         self._budget_seen: int | None = None
 
     # ------------------------------------------------------------ called from the MQTT thread
@@ -200,7 +203,7 @@ class Agent:
         self.last_frame = frame
         t0 = time.perf_counter()
         # source time, as the tracker uses: a --fast replay holds and refreshes like the real-time stream
-        infer = self.gate.check(frame, frame.ts, self.engine.moving_tracks > 0)
+        infer = self.gate.check(frame, frame.ts, self._moving_tracks > 0)
         c.motion_ms += (time.perf_counter() - t0) * 1e3
         raw = None
         if infer:
@@ -222,6 +225,7 @@ class Agent:
         else:
             t1 = time.thread_time()
             out = self.engine.on_skipped_frame(frame)
+        self._moving_tracks = self.engine.moving_tracks
         c.engine_ms += (time.thread_time() - t1) * 1e3
         self._submit(out)
         c.last_frame_t = time.monotonic()

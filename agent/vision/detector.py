@@ -167,6 +167,7 @@ class Detector:
         """Inference thread: input into the tensor, invoke, recurrent state fed back, outputs copied out."""
         t0 = time.perf_counter()
         geom = self.writer.write(frame)
+        frame.model_input = None  # in the tensor now; the frame lives on (tracking, thumbnails) without it
         t1 = time.perf_counter()
         self.runtime.invoke()
         t2 = time.perf_counter()
