@@ -55,7 +55,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
 def iou(a: BBox, b: BBox) -> float:
@@ -354,15 +354,15 @@ class Tracker:
     def _expire(self, ts: float) -> list[Track]:
         lost, parked_s = self.cfg.lost_s, self.cfg.stationary_s
         parked_timeout = max(lost, parked_s)
-        keep, ended = [], []
+        ended = []
         for t in self.tracks:
             if t.misses >= MIN_MISSES:  # (t.stationary inlined: this runs for every live track, every frame)
                 parked = t.anchor_bbox is not None and t.last_seen - t.anchor_ts >= parked_s
                 if ts - t.last_seen >= (parked_timeout if parked else lost):
                     ended.append(t)
-                    continue
-            keep.append(t)
-        self.tracks = keep
+        if ended:
+            gone = set(map(id, ended))
+            self.tracks = [t for t in self.tracks if id(t) not in gone]
         return ended
 
     def moving(self, ts: float) -> int:
