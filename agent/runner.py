@@ -27,6 +27,7 @@ import numpy as np
 from agent import __version__
 from agent.config import AgentConfig
 from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
+from agent.memory import peak_rss_mb
 from agent.service import sd_notify, setup_logging, watchdog_period_s
 
 log = logging.getLogger("edgecam")
@@ -339,7 +340,7 @@ class Agent:
             "process_first_frame_s": _since_process_start(c.first_done_t),
             "loop_s": loop_s,
             "inference_hz": c.inferences / loop_s if loop_s else None,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "fps": round(c.frames / elapsed, 2) if elapsed else 0.0,
             "source_reconnects": cap.reopens,
             "model": {"name": self.detector.model_ref.name, "sha256": self.detector.sha256,
@@ -375,12 +376,6 @@ def _since_process_start(t_mono: float | None) -> float | None:
         return None
     age_now = time.clock_gettime(time.CLOCK_BOOTTIME) - started
     return round(age_now - (time.monotonic() - t_mono), 3)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 def write_summary(path: Path, agent: Agent) -> None:

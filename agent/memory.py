@@ -1,4 +1,9 @@
-"""Peak resident memory of this process, resettable between measurements (Linux ``clear_refs``)."""
+"""Peak resident memory of this process, resettable between measurements (Linux ``clear_refs``).
+
+``VmHWM`` is read rather than ``ru_maxrss``: a process started by fork/vfork + exec inherits its parent's
+high-water mark in ``ru_maxrss`` (Linux records the pre-exec memory there), so a small agent started from
+a big process would report the big one's peak.
+"""
 
 from __future__ import annotations
 
