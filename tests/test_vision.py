@@ -14,7 +14,7 @@ from agent.sources.base import Frame
 from agent.vision.decoders import nms
 from agent.vision.detector import Detector, load_labels
 from agent.vision.interpreter import TensorInfo
-from agent.vision.preprocess import Geometry, build_lut
+from agent.vision.preprocess import AffineQuantiser, Geometry, build_lut
 from tests.conftest import shared
 
 YOLO = "models/yolov8n-coco/model.tflite"
@@ -166,3 +166,25 @@ def test_model_without_labels_is_refused(tmp_path):
     copy.write_bytes(shared(YOLO).read_bytes())
     with pytest.raises(ModelError, match=r"no labels\.txt beside the model"):
         Detector(ModelConfig(path=copy), DetectConfig())
+
+
+@pytest.mark.parametrize(("dtype", "scale", "zp", "norm"), [
+    (np.int8, 0.018658, -14, "unit"), (np.uint8, 1 / 128, 128, "symmetric"), (np.int8, 1 / 255, -128, "unit"),
+    (np.int8, 0.0078125, 0, "symmetric"), (np.uint8, 0.02, 3, "unit")])
+def test_affine_quantiser_gives_the_tables_bytes(dtype, scale, zp, norm):
+    info = TensorInfo("x", 0, (1, 8, 8, 3), np.dtype(dtype), scale, zp)
+    lut = build_lut(info, norm)
+    quantiser = AffineQuantiser.matching(info, norm, lut)
+    assert quantiser is not None
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert np.array_equal(quantiser.apply(img), cv2.LUT(img, lut.view(np.uint8)))
+
+
+def test_affine_quantiser_refuses_a_table_it_cannot_reproduce():
+    info = TensorInfo("x", 0, (1, 8, 8, 3), np.dtype(np.int8), 0.018658, -14)
+    lut = build_lut(info, "unit").copy()
+    lut[200] += 1  # one entry off: the lookup table must be used
+    assert AffineQuantiser.matching(info, "unit", lut) is None
+    assert AffineQuantiser.matching(TensorInfo("x", 0, (1, 8, 8, 3), np.dtype(np.float32), 0.0, 0), "unit",
+                                    build_lut(TensorInfo("x", 0, (1, 8, 8, 3), np.dtype(np.float32), 0.0, 0),
+                                              "unit")) is None

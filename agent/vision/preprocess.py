@@ -31,10 +31,42 @@ def default_normalization(info: TensorInfo, kind: str) -> Normalization:
     return "symmetric" if kind == "ssd" else "unit"
 
 
+#: normalisation as pixel * k + c (the real value the model was trained on)
+NORM_AFFINE: dict[str, tuple[float, float]] = {"raw": (1.0, 0.0), "unit": (1 / 255.0, 0.0),
+                                              "symmetric": (1 / 127.5, -1.0)}
+
+
+@dataclass(frozen=True, slots=True)
+class AffineQuantiser:
+    """The table as ``saturate(round(pixel * alpha + beta))`` (``cv2.convertScaleAbs``, SIMD: 0.07 ms for a
+    640x360 input against 0.17 ms for ``cv2.LUT``); int8 results are the uint8 ones with the top bit
+    flipped. Used only where it reproduces the table exactly for all 256 pixel values."""
+
+    alpha: float
+    beta: float
+    flip: bool
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        out = cv2.convertScaleAbs(rgb, alpha=self.alpha, beta=self.beta)
+        if self.flip:
+            np.bitwise_xor(out, np.uint8(0x80), out=out)
+        return out
+
+    @classmethod
+    def matching(cls, info: TensorInfo, norm: Normalization, lut: np.ndarray) -> AffineQuantiser | None:
+        if not info.quantised or info.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            return None
+        k, c = NORM_AFFINE[norm]
+        flip = info.dtype == np.dtype(np.int8)
+        candidate = cls(k / info.scale, c / info.scale + info.zero_point + (128 if flip else 0), flip)
+        pixels = np.arange(256, dtype=np.uint8).reshape(1, 256)
+        return candidate if np.array_equal(candidate.apply(pixels)[0], lut.view(np.uint8)) else None
+
+
 def build_lut(info: TensorInfo, norm: Normalization) -> np.ndarray | None:
     """pixel (0..255) → value in the input tensor's dtype; None when the pixel can be copied as is."""
-    pixels = np.arange(256, dtype=np.float64)
-    real = {"raw": pixels, "unit": pixels / 255.0, "symmetric": pixels / 127.5 - 1.0}[norm]
+    k, c = NORM_AFFINE[norm]
+    real = np.arange(256, dtype=np.float64) * k + c
     if info.dtype == np.uint8 and norm == "raw" and not info.quantised:
         return None
     if info.quantised:
@@ -89,6 +121,7 @@ class InputWriter:
         self._lut_u8: np.ndarray | None = None
         if info.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
             self._lut_u8 = (self.lut if self.lut is not None else np.arange(256, dtype=np.uint8)).view(np.uint8)
+        self._affine = AffineQuantiser.matching(info, norm, self.lut) if self.lut is not None else None
         self._tensor = runtime.input_view(info)
         self._geom_for: tuple[int, int] | None = None
         self.geometry = Geometry(1.0, 1.0, 0.0, 0.0)
@@ -145,6 +178,8 @@ class InputWriter:
     def _quantised(self, rgb: np.ndarray) -> np.ndarray:
         if self.lut is None:
             return rgb
+        if self._affine is not None:
+            return self._affine.apply(rgb).view(self.info.dtype)
         if self._lut_u8 is not None:
             # 8-bit input: one SIMD table lookup, then the same bytes reinterpreted as the tensor's dtype
             return cv2.LUT(np.ascontiguousarray(rgb), self._lut_u8).view(self.info.dtype)
