@@ -217,3 +217,17 @@ def test_picamera2_missing_module_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(SourceError, match="picamera2 is not installed"):
         open_source(Picamera2Source()).open()
+
+
+def test_a_looped_folder_keeps_time_moving_forward(tmp_path):
+    """Frame times are media time: looping back to the first picture must not step back in time (the tracker
+    would see objects jump into the past)."""
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    src = open_source(FileSource(path=tmp_path, fps=10, loop=True))
+    src.open()
+    frames = [src.read() for _ in range(7)]
+    src.close()
+    ts = [f.ts for f in frames]
+    assert ts == sorted(set(ts))  # strictly increasing
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 40, 80, 0, 40, 80, 0]  # the pictures do loop

@@ -40,7 +40,8 @@ class FileSource(Source):
         self._video: VideoReader | None = None
         self._images: list[Path] = []
         self._still: np.ndarray | None = None
-        self._index = 0
+        self._index = 0  # frames read since open: media time keeps moving forward through loops
+        self._pos = 0  # the next picture of a folder
         self._t0 = 0.0
 
     def describe(self) -> str:
@@ -48,7 +49,7 @@ class FileSource(Source):
 
     def open(self) -> None:
         p = self.path
-        self._index = 0
+        self._index = self._pos = 0
         self._t0 = time.time()
         if p.is_dir():
             self._images = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -72,11 +73,12 @@ class FileSource(Source):
             if self._index >= STILL_FRAMES and not self.cfg.loop:
                 return None
             return self._still
-        if self._index >= len(self._images):
+        if self._pos >= len(self._images):
             if not self.cfg.loop:
                 return None
-            self._index = 0
-        return read_image(self._images[self._index])
+            self._pos = 0
+        self._pos += 1
+        return read_image(self._images[self._pos - 1])
 
     def _next_picture(self) -> tuple[np.ndarray, bool] | None:
         assert self._video is not None
@@ -88,7 +90,7 @@ class FileSource(Source):
             got = self._video.read()
             if got is None:
                 return None
-        pixels, i420, _ = got
+        pixels, i420, _ = got  # media time from the frame count instead: a looped clip moves on
         return pixels, i420
 
     def read(self) -> Frame | None:

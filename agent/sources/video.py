@@ -43,7 +43,7 @@ class VideoReader:
         self.fps = float(rate) if rate and 0 < float(rate) < 1000 else None
 
     def read(self) -> tuple[np.ndarray, bool, float | None] | None:
-        """The next picture: (pixels, is_i420, media time in s) or None at the end of the stream."""
+        """The next picture: (pixels, is_i420, media time in s), or None at the end of the stream."""
         import av
 
         try:
@@ -54,7 +54,7 @@ class VideoReader:
             return None
         t = float(frame.pts * self._stream.time_base) if frame.pts is not None and self._stream.time_base else None
         if frame.width % 2 == 0 and frame.height % 2 == 0:
-            # limited-range BT.601 I420, as OpenCV's conversions expect: as is for yuv420p (no copy of work),
+            # limited-range BT.601 I420, as OpenCV's conversions expect: the planes as they are for yuv420p,
             # converted by swscale for anything else (full-range yuvj420p from MJPEG cameras, 4:2:2, NV12)
             return frame.to_ndarray(format="yuv420p"), True, t
         return frame.to_ndarray(format="rgb24"), False, t
