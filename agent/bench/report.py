@@ -117,13 +117,15 @@ def write_chart(results: dict[str, dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(names)), dpi=80)
     rows = [f"{n}\n{thread}" for n in names for thread in ("inference thread", "other threads")]
     left = [0.0] * len(rows)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
+    # the ten dark shades first, then light ones: no two of the stages share a colour
+    shades = [*range(0, 20, 2), *range(1, 20, 2)]
     for i, k in enumerate(keys):
         main = STAGES[k][1] == "main"
         vals = [0.0] * len(rows)
         for j, n in enumerate(names):
             vals[2 * j + (0 if main else 1)] = results[n]["stage_ms_per_inference"].get(k) or 0.0
-        ax.barh(rows, vals, left=left, color=cmap(i % 10), label=STAGES[k][0])
+        ax.barh(rows, vals, left=left, color=cmap(shades[i % 20]), label=STAGES[k][0])
         left = [a + b for a, b in zip(left, vals, strict=True)]
     for j, n in enumerate(names):  # the bare interpreter's invoke, for scale
         ax.plot([results[n]["invoke_ms_bare"]] * 2, [2 * j - 0.4, 2 * j + 0.4], color="black", lw=2)
