@@ -62,12 +62,6 @@ class Frame:
             return w, h
         return self.yuv.shape[1], self.yuv.shape[0] * 2 // 3
 
-    def grey(self) -> np.ndarray:
-        """Full-resolution luma: the Y plane as is for I420 frames (no conversion), else from RGB."""
-        if self.yuv is not None:
-            return self.yuv[: self.yuv.shape[0] * 2 // 3]
-        return cv2.cvtColor(self._image, cv2.COLOR_RGB2GRAY)
-
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The Y, U and V planes of an I420 frame (views, no copy); None for RGB frames."""
         if self.yuv is None:

@@ -61,7 +61,8 @@ class MotionGate:
 
     def _small_grey(self, frame: Frame) -> np.ndarray:
         # the camera's lores view, or the decoder's Y plane of an I420 frame (no colour conversion), or RGB
-        src = frame.lores if frame.lores is not None else frame.grey() if frame.yuv is not None else frame.image
+        planes = frame.planes() if frame.lores is None else None
+        src = frame.lores if frame.lores is not None else planes[0] if planes is not None else frame.image
         h, w = src.shape[:2]
         width = min(self.cfg.width, w)
         height = max(1, round(h * width / w))

@@ -119,8 +119,8 @@ class InputWriter:
         self.lut = build_lut(info, norm)
         #: the table as raw bytes for cv2.LUT when the tensor is 8-bit (int8 is the same bytes, reinterpreted)
         self._lut_u8: np.ndarray | None = None
-        if info.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
-            self._lut_u8 = (self.lut if self.lut is not None else np.arange(256, dtype=np.uint8)).view(np.uint8)
+        if self.lut is not None and info.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
+            self._lut_u8 = self.lut.view(np.uint8)
         self._affine = AffineQuantiser.matching(info, norm, self.lut) if self.lut is not None else None
         self._tensor = runtime.input_view(info)
         self._geom_for: tuple[int, int] | None = None
