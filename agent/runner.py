@@ -210,7 +210,7 @@ class Agent:
         if infer:
             raw = self.detector.infer(frame)
             c.inferences += 1
-            self._recent_invoke.append(self.detector.times.invoke_samples[-1])
+            self._recent_invoke.append(self.detector.times.last_invoke_ms)
         self.post.submit(self._post_process, frame, raw)
 
     def _post_process(self, frame, raw) -> None:

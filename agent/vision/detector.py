@@ -103,7 +103,8 @@ class StageTimes:
     take_ms: float = 0.0  # candidates copied out of the output buffers (inference thread)
     decode_ms: float = 0.0  # the rest of output decoding (post-processing thread)
     count: int = 0
-    invoke_samples: list[float] = field(default_factory=list)
+    invoke_samples: list[float] = field(default_factory=list)  # the first 100,000, for the run summary
+    last_invoke_ms: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         n = max(self.count, 1)
@@ -180,6 +181,7 @@ class Detector:
         t.invoke_ms += (t2 - t1) * 1e3
         t.take_ms += (t3 - t2) * 1e3
         t.count += 1
+        t.last_invoke_ms = (t2 - t1) * 1e3
         if len(t.invoke_samples) < 100_000:
             t.invoke_samples.append((t2 - t1) * 1e3)
         return raw
