@@ -122,3 +122,13 @@ def test_bad_bench_arguments_are_one_line_errors(args, needle):
     err = res.stderr.strip()
     assert res.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert needle in err
+
+
+def test_broker_ports_stay_out_of_the_ephemeral_range():
+    """A restarted test broker must get its port back; outgoing connections never take ports below this range."""
+    from agent.bench.broker import _ephemeral_low, free_port
+
+    low = _ephemeral_low()
+    if low is None:
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here")
+    assert all(free_port() < low for _ in range(20))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,36 @@ def find_mosquitto() -> str:
     return found
 
 
+#: where Linux picks source ports for outgoing connections (``ip_local_port_range``)
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST = 10_000
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port() -> int:
+    """A free loopback port below the ephemeral range where possible.
+
+    A broker that is stopped and started again (outage tests) must get its port back. An ephemeral port can
+    meanwhile be taken as the source port of any outgoing connection, even a client's own reconnect to it
+    (TCP self-connect): seen once as "Address already in use" on restart.
+    """
+    low = _ephemeral_low()
+    if low is not None and low > _LOWEST:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(_LOWEST, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
