@@ -154,6 +154,8 @@ def bench(
     source: str | None = typer.Option(None, "--source", help="Bench this source instead of the acceptance suite."),
     model: Path | None = typer.Option(None, "--model", help="A .tflite or model folder (default: suite's/demo)."),
     threads: int = typer.Option(2, "--threads", help="Interpreter threads (bare and pipeline alike)."),
+    interpreters: int = typer.Option(1, "--interpreters", min=1, max=8,
+                                     help="Interpreters side by side for a --source run (model.interpreters)."),
     frames: int = typer.Option(600, "--frames", min=1, help="Frames for a --source run."),
     loop: bool = typer.Option(False, "--loop", help="Loop a file --source (short clips)."),
     fps: float | None = typer.Option(None, "--fps", help="Source frame rate for images/folders."),
@@ -171,7 +173,7 @@ def bench(
 
     bench_command(source=source, model=model, threads=threads, frames=frames, loop=loop, fps=fps,
                   no_motion=no_motion, scenarios=scenario, scale=scale, bare_seconds=bare_seconds,
-                  cold_start=not no_cold_start, json_out=json_out, chart=chart, doc=doc)
+                  cold_start=not no_cold_start, json_out=json_out, chart=chart, doc=doc, interpreters=interpreters)
 
 
 @app.command("contract")

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from agent.errors import ConfigError
 
@@ -112,10 +113,23 @@ class ModelConfig(Section):
     path: Path | None = Field(None, description="a .tflite or a model folder with manifest.json; "
                               "default: the bundled demo model")
     labels: Path | None = None
-    threads: int = Field(2, ge=1, le=64)
+    threads: int = Field(2, ge=1, le=64, description="interpreter threads (per interpreter)")
+    interpreters: int = Field(1, ge=1, le=8, description="copies of the model invoked side by side on "
+                              "alternate frames, each with `threads` threads: on a 2-core node 2 x 1 thread "
+                              "infers more frames a second than 1 x 2 (docs/PERFORMANCE.md), at one more "
+                              "model's memory and one invoke's latency; recurrent models need 1")
     format: Literal["auto", "ssd", "yolo"] = "auto"
     resize: Literal["auto", "letterbox", "stretch"] = "auto"
     delegate: DelegateConfig = Field(default_factory=CpuDelegate)
+
+    @field_validator("delegate")
+    @classmethod
+    def _one_interpreter_per_accelerator(cls, delegate: Any, info: ValidationInfo) -> Any:
+        n = info.data.get("interpreters", 1)
+        if n > 1 and delegate.kind != "cpu":
+            raise PydanticCustomError("one_interpreter", "an {kind} device serves one interpreter, not "
+                                      "model.interpreters = {n}; set it to 1", {"kind": delegate.kind, "n": n})
+        return delegate
 
 
 class LabelFilter(Section):

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from agent.bench.metrics import HOST_STAGES, STAGES
+from agent.bench.metrics import HOST_STAGES, ON_MAIN_THREAD, STAGES
 from tests.conftest import shared
 
 FRAMES = 40
@@ -65,7 +65,7 @@ def test_stage_times_add_up(report):
     d, s = rep["derived"]["custom"], rep["raw"]["custom"]["summary"]
     per_inf = d["stage_ms_per_inference"]
     assert all(v is None or v >= 0 for v in per_inf.values())
-    main_ms = sum(per_inf[k] * d["inferences"] for k, (_, thread) in STAGES.items() if thread == "main")
+    main_ms = sum(per_inf[k] * d["inferences"] for k, (_, thread) in STAGES.items() if thread in ON_MAIN_THREAD)
     assert main_ms == pytest.approx(s["loop_s"] * 1e3, rel=1e-3)  # loop overhead is the remainder, not a guess
     host = sum(per_inf[k] for k in HOST_STAGES)
     assert "invoke" not in HOST_STAGES and "capture_decode" not in HOST_STAGES  # video decoding is reported apart
@@ -74,8 +74,9 @@ def test_stage_times_add_up(report):
     assert per_inf["invoke"] == pytest.approx(s["timings_ms"]["invoke"])
     assert 0 < d["cpu_bound_ratio"] <= 1 and d["other_threads_cpu_ms_per_inference"] > 0
     assert d["process_cpu_ms_per_inference"] > 0
+    period = 1e3 / d["bare_hz"]  # ms per invoke at the bare rate
     assert d["cpu_bound_ratio"] == pytest.approx(
-        d["invoke_ms_bare"] / max(d["invoke_ms_bare"], d["process_cpu_ms_per_inference"] / rep["machine"]["cores"]))
+        period / max(period, d["process_cpu_ms_per_inference"] / rep["machine"]["cores"]))
 
 
 def test_uplink_matches_what_the_agent_published(report):
@@ -132,3 +133,24 @@ def test_broker_ports_stay_out_of_the_ephemeral_range():
     if low is None:
         pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here")
     assert all(free_port() < low for _ in range(20))
+
+
+def test_interpreters_side_by_side_are_benched_like_for_like(tmp_path):
+    """``--interpreters 2``: the bare reference runs both interpreters at once (the same setup as the
+    pipeline), and one interpreter with all the threads is measured beside it."""
+    clip = shared("clips/traffic_frames.mp4")
+    model = shared("models/yolov8n-coco/model.tflite")
+    res = _cli("--source", str(clip), "--loop", "--no-motion", "--model", str(model), "--threads", "1",
+               "--interpreters", "2", "--frames", "24", "--bare-seconds", "0.3", "--no-cold-start",
+               "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    d, raw = rep["derived"]["custom"], rep["raw"]["custom"]
+    assert d["interpreters"] == 2 and d["threads"] == 1 and raw["summary"]["model"]["interpreters"] == 2
+    assert d["inferences"] == 24
+    assert raw["reference_model"] == {"interpreters": 1, "threads": 2}
+    assert d["reference_hz"] == pytest.approx(raw["bare_reference"]["rate_hz"])
+    assert d["ratio_to_reference"] == pytest.approx(d["inference_hz"] / d["reference_hz"])
+    # each interpreter invokes at least 20 times in its own loop: the bare rate counts both
+    assert raw["bare_before"]["invokes"] >= 40
+    assert raw["main_cpu_ms"] is not None and d["stage_ms_per_inference"]["loop_other"] >= 0

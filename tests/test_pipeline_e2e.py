@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -13,11 +14,11 @@ from tests.conftest import shared
 from tests.mqtt_collect import Collector
 
 
-def run_node(tmp_path, broker, *args: str, node: str = "n1") -> dict:
+def run_node(tmp_path, broker, *args: str, node: str = "n1", env: dict[str, str] | None = None) -> dict:
     summary = tmp_path / "summary.json"
     cmd = [sys.executable, "-m", "agent.cli", "run", "--mqtt", broker.url, "--node-id", node, "--until-eof",
            "--state-dir", str(tmp_path / "state"), "--summary-json", str(summary), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(summary.read_text())
 
@@ -92,3 +93,21 @@ def test_retained_state_survives_for_a_late_subscriber(tmp_path, broker):
     msg = late.on("/state")[0]
     late.close()
     assert msg.retain and State.model_validate_json(msg.payload).online is False
+
+
+def test_two_interpreters_publish_the_same_events_as_one(tmp_path, broker):
+    """``model.interpreters = 2``: frames inferred side by side, tracked in frame order (same event stream)."""
+    streams = []
+    for n in (1, 2):
+        col = Collector(broker.port)
+        node = f"lanes{n}"
+        summary = run_node(tmp_path / node, broker, "--source", "synthetic:?seed=5", "--fast", "--no-motion",
+                           "--max-frames", "150", "--threads", "1", node=node,
+                           env={"EDGECAM_MODEL__INTERPRETERS": str(n)})
+        assert summary["model"]["interpreters"] == n and summary["inferences"] == 150
+        want = summary["events"]
+        assert want > 0 and col.wait_for(lambda c=col, w=want: len(c.on("/events")) >= w)
+        col.close()
+        streams.append([(e.type, e.track_id, e.label, round(e.score, 5), tuple(round(v, 5) for v in e.bbox))
+                        for e in sorted(events_of(col), key=lambda e: e.seq)])
+    assert streams[0] == streams[1]

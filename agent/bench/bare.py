@@ -1,4 +1,4 @@
-"""The reference: the bare interpreter's invoke rate (same model, same threads, a real frame as input).
+"""The reference: the bare interpreter's invoke rate (same model, same threads and interpreters, a real frame).
 
 Nothing but ``invoke()`` is in the timed loop, so ``pipeline inference rate ÷ bare rate`` is the share of
 the hardware's detection capacity the agent actually delivers.
@@ -7,7 +7,9 @@ the hardware's detection capacity the agent actually delivers.
 from __future__ import annotations
 
 import gc
+import threading
 import time
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -28,26 +30,43 @@ class BareResult(BaseModel):
 
 def measure_bare(model_cfg: ModelConfig, frame: Frame | None, seconds: float = 6.0, min_invokes: int = 20,
                  warmup: int = 3) -> BareResult:
-    """Load the model as the agent does, write one real frame into the input, then only invoke."""
+    """Load the model as the agent does, write one real frame into the input, then only invoke.
+
+    With ``model.interpreters`` > 1 every interpreter invokes in a loop of its own thread at the same time,
+    as the agent runs them: the rate is all their invokes together."""
     from agent.config import DetectConfig
     from agent.vision.detector import Detector
 
     det = Detector(model_cfg, DetectConfig())
-    if frame is not None:
-        det.writer.write(frame)
-    runtime = det.runtime
-    for _ in range(warmup):
-        runtime.invoke()
-    samples: list[float] = []
+    runtimes = [lane.runtime for lane in det.lanes]
+    for lane in det.lanes:
+        if frame is not None:
+            lane.writer.write(frame)
+        for _ in range(warmup):
+            lane.runtime.invoke()
+    samples: list[list[float]] = [[] for _ in runtimes]
+    start = threading.Barrier(len(runtimes) + 1)
+
+    def loop(invoke: Any, out: list[float]) -> None:
+        start.wait()
+        t0 = time.perf_counter()
+        while len(out) < min_invokes or time.perf_counter() - t0 < seconds:
+            t = time.perf_counter()
+            invoke()
+            out.append((time.perf_counter() - t) * 1e3)
+
+    threads = [threading.Thread(target=loop, args=(rt.invoke, out), name=f"bare-{i}")
+               for i, (rt, out) in enumerate(zip(runtimes, samples, strict=True))]
+    for t in threads:
+        t.start()
+    start.wait()
     c0, t0 = time.process_time(), time.perf_counter()
-    while len(samples) < min_invokes or time.perf_counter() - t0 < seconds:
-        t = time.perf_counter()
-        runtime.invoke()
-        samples.append((time.perf_counter() - t) * 1e3)
+    for t in threads:
+        t.join()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del det, runtime
+    del det, runtimes
     gc.collect()
-    arr = np.asarray(samples)
-    return BareResult(invokes=len(samples), seconds=round(wall, 3), rate_hz=len(samples) / wall,
+    arr = np.concatenate([np.asarray(s) for s in samples])
+    return BareResult(invokes=len(arr), seconds=round(wall, 3), rate_hz=len(arr) / wall,
                       ms_p50=float(np.percentile(arr, 50)), ms_p95=float(np.percentile(arr, 95)),
                       ms_mean=float(arr.mean()), cpu_cores=cpu / wall)

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from agent.bench.metrics import STAGES
+from agent.bench.metrics import ON_MAIN_THREAD, STAGES
 
 
 def machine() -> dict[str, Any]:
@@ -38,11 +38,17 @@ def _pct(v: Any) -> str:
 
 def summary_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     up, th = d["uplink"], d["thumbnails"]
+    ref = d.get("reference_setup") or {}
     return [
-        ("bare invoke rate (Hz)", _f(d["bare_hz"], ".1f")),
+        ("interpreters x threads", f"{d.get('interpreters', 1)} x {d.get('threads')}"),
+        ("bare invoke rate (Hz), same setup", _f(d["bare_hz"], ".1f")),
         ("bare rate drift before/after", _pct(d["bare_drift"])),
         ("pipeline inference rate (Hz)", _f(d["inference_hz"], ".1f")),
         ("inference rate ÷ bare rate", _f(d["inference_ratio"], ".3f")),
+        *([(f"bare rate, {ref.get('interpreters', 1)} x {ref.get('threads')} threads (Hz)",
+            _f(d["reference_hz"], ".1f")),
+           (f"inference rate ÷ bare {ref.get('interpreters', 1)} x {ref.get('threads')} rate",
+            _f(d["ratio_to_reference"], ".3f"))] if d.get("reference_hz") else []),
         ("frames/s", _f(d["fps"], ".1f")),
         ("inferences ÷ frames (gate ratio)", _f(d["gate_ratio"], ".3f")),
         ("frames / inferences", f"{d['frames']} / {d['inferences']}"),
@@ -121,7 +127,7 @@ def write_chart(results: dict[str, dict[str, Any]], path: Path) -> Path:
     # the ten dark shades first, then light ones: no two of the stages share a colour
     shades = [*range(0, 20, 2), *range(1, 20, 2)]
     for i, k in enumerate(keys):
-        main = STAGES[k][1] == "main"
+        main = STAGES[k][1] in ON_MAIN_THREAD
         vals = [0.0] * len(rows)
         for j, n in enumerate(names):
             vals[2 * j + (0 if main else 1)] = results[n]["stage_ms_per_inference"].get(k) or 0.0

@@ -40,6 +40,9 @@ class Scenario(BaseModel):
     cold_start_frames: int = Field(30, ge=1)
     #: decode the (short, finite) source once and replay it from memory: frames arrive decoded, as from an ISP
     predecoded: bool = False
+    #: a second bare reference in another model setup (e.g. one interpreter with all the threads), reported
+    #: beside the like-for-like ratio
+    reference_model: dict[str, Any] | None = None
 
 
 class ColdStart(BaseModel):
@@ -57,6 +60,8 @@ class ScenarioResult(BaseModel):
     source_fps: float | None
     bare_before: BareResult
     bare_after: BareResult
+    bare_reference: BareResult | None = None
+    reference_model: dict[str, Any] | None = None
     summary: dict[str, Any]
     engine: dict[str, Any]
     gate: dict[str, Any]
@@ -65,6 +70,7 @@ class ScenarioResult(BaseModel):
     thumbs: list[tuple[list[float], int, int, int]]  # per event with a thumbnail: bbox, w, h, bytes
     encodes: list[tuple[int, int, int, int]]  # per thumbnail encode: crop w, h → JPEG w, h
     thread_cpu_ms: dict[str, float]  # CPU time of the capture and MQTT threads' own code over the run
+    main_cpu_ms: float | None = None  # the main loop thread's CPU time from its first to its last frame
     process_cpu_ms_per_frame: float | None  # CPU of all threads (decoders', OpenCV's too) per captured frame
     truth: dict[str, dict[str, int]]  # synthetic sources: per label, distinct objects and object-frames
     peak_rss_mb: float
@@ -157,6 +163,13 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
                     self.truth_in_view[box.label] = self.truth_in_view.get(box.label, 0) + 1
 
             self.capture.prepare = noting_truth
+            self.main_cpu: list[float] = []  # the main thread's CPU ms at its first and latest frame
+
+        def _process(self, frame: Any) -> None:
+            super()._process(frame)
+            self.main_cpu[1:] = [time.thread_time() * 1e3] if self.main_cpu else []
+            if not self.main_cpu:
+                self.main_cpu.append(time.thread_time() * 1e3)
 
     return BenchAgent(cfg, RunOptions(until_eof=True, max_frames=frames))
 
@@ -217,12 +230,17 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
         overlay = _overlay(sc, broker_url, work / "state", f"bench-{sc.name}")
         cfg = build_config(overlay, f"bench scenario {sc.name}")
         frame = first_frame(cfg)
-        say(f"{sc.name}: bare interpreter ({cfg.model.threads} threads, {bare_s:g} s)")
+        say(f"{sc.name}: bare interpreter ({cfg.model.interpreters} x {cfg.model.threads} threads, {bare_s:g} s)")
         bare_before = measure_bare(cfg.model, frame, bare_s)
         say(f"{sc.name}: pipeline, {sc.frames} frames")
         agent, summary, peak, before, meter = run_pipeline(cfg, sc.frames, sc.predecoded)
         say(f"{sc.name}: bare interpreter again")
         bare_after = measure_bare(cfg.model, frame, bare_s)
+        bare_reference = None
+        if sc.reference_model:
+            ref = cfg.model.model_copy(update=sc.reference_model)
+            say(f"{sc.name}: bare reference ({ref.interpreters} x {ref.threads} threads)")
+            bare_reference = measure_bare(ref, frame, bare_s)
         cold = None
         if with_cold_start:
             say(f"{sc.name}: cold start of `edgecam run` ({sc.cold_start_frames} frames)")
@@ -239,11 +257,13 @@ def run_scenario(sc: Scenario, broker_url: str, bare_s: float = 6.0, with_cold_s
             name=sc.name, title=sc.title, command_config=sc.config,
             frame_size=(frame.size if frame is not None else None),
             source_fps=getattr(agent.source, "fps", None),
-            bare_before=bare_before, bare_after=bare_after, summary=summary,
+            bare_before=bare_before, bare_after=bare_after, bare_reference=bare_reference,
+            reference_model=sc.reference_model, summary=summary,
             engine=_jsonable(agent.engine.stats), gate=_jsonable(agent.gate.stats), transport=_jsonable(transport),
             uplink={k: _totals(v) for k, v in totals.items()}, thumbs=list(meter.thumb_refs),
             encodes=list(getattr(agent, "encodes", [])),
             thread_cpu_ms={"capture": agent.capture_cpu_ms, "mqtt": agent.mqtt_cpu_ms},
+            main_cpu_ms=(agent.main_cpu[-1] - agent.main_cpu[0]) if len(agent.main_cpu) == 2 else None,
             process_cpu_ms_per_frame=((agent.process_cpu[-1] - agent.process_cpu[0]) * 1e3 / (agent.captures - 1)
                                       if len(agent.process_cpu) == 2 and agent.captures > 1 else None),
             truth={label: {"objects": len(ids), "object_frames": agent.truth_in_view.get(label, 0)}

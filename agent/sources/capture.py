@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
-from agent.thread_priority import lower_thread_priority
+from agent.thread_priority import CAPTURE_NICENESS, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ class CaptureStats:
 class Capture:
     def __init__(self, source: Source, cfg: CaptureConfig, max_frames: int | None = None,
                  rng: random.Random | None = None, opened: bool = False,
-                 prepare: Callable[[Frame], None] | None = None) -> None:
+                 prepare: Callable[[Frame], None] | None = None, niceness: int = CAPTURE_NICENESS) -> None:
         self.source = source
+        #: how much nicer than the interpreter this thread runs (0 when interpreters leave no idle gaps to fill)
+        self.niceness = niceness
         #: per-frame work done here rather than on the inference thread (the detector's resize)
         self.prepare = prepare
         self.cfg = cfg
@@ -119,7 +121,8 @@ class Capture:
         log.warning("source %s: %s (reopening)", self.source.describe(), exc)
 
     def _run(self) -> None:
-        lower_thread_priority()
+        if self.niceness:
+            lower_thread_priority(self.niceness)
         try:
             if not self._opened and not self._open():
                 return

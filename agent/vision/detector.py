@@ -3,8 +3,9 @@
 ``Detector.detect(frame)`` returns detections in full-frame normalised coordinates. It is two steps so
 the agent can overlap them: ``infer`` (inference thread: input, invoke, outputs copied out) and ``decode``
 (post-processing thread). Recurrent state outputs (LSTM-SSD) are copied back into their inputs after each
-invoke. Per-stage times are accumulated
-for the run summary and the bench.
+invoke. With ``model.interpreters`` > 1 the model is loaded that many times, one ``Lane`` each, and
+``infer(frame, lane)`` may run on several threads at once, one per lane. Per-stage times are accumulated
+per lane for the run summary and the bench.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from agent.config import DetectConfig, ModelConfig
 from agent.contract import ModelRef
 from agent.errors import ModelError
 from agent.sources.base import Frame
-from agent.vision.decoders import make_decoder
+from agent.vision.decoders import SsdDecoder, YoloDecoder, make_decoder
 from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime
 from agent.vision.preprocess import Geometry, InputWriter, default_normalization
@@ -112,34 +113,81 @@ class StageTimes:
                 "take_ms": self.take_ms / n, "decode_ms": self.decode_ms / n}
 
 
+    @classmethod
+    def merged(cls, parts: list[StageTimes]) -> StageTimes:
+        """One account of several interpreters' stages (their totals and samples added up)."""
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(last_invoke_ms=max(parts, key=lambda p: p.count).last_invoke_ms)
+        for p in parts:
+            out.preprocess_ms += p.preprocess_ms
+            out.invoke_ms += p.invoke_ms
+            out.take_ms += p.take_ms
+            out.decode_ms += p.decode_ms
+            out.count += p.count
+            out.invoke_samples.extend(p.invoke_samples)
+        return out
+
+
+@dataclass(slots=True)
+class Lane:
+    """One interpreter with its own input writer and output reader; used by one thread at a time."""
+
+    runtime: ModelRuntime
+    writer: InputWriter
+    decoder: YoloDecoder | SsdDecoder
+    times: StageTimes = field(default_factory=StageTimes)
+
+
 @dataclass(slots=True)
 class RawOutput:
     """What one invoke left for decoding: the decoder's copy of its outputs and the input geometry."""
 
     taken: Any
     geometry: Geometry
+    invoke_ms: float = 0.0
 
 
 class Detector:
     def __init__(self, model_cfg: ModelConfig, detect_cfg: DetectConfig) -> None:
         self.resolved = resolve_model(model_cfg)
-        self.runtime = ModelRuntime(self.resolved.file, model_cfg.threads, model_cfg.delegate)
+        first = ModelRuntime(self.resolved.file, model_cfg.threads, model_cfg.delegate)
         self.layout: ModelLayout = detect_layout(
-            self.runtime.inputs, self.runtime.outputs, len(self.resolved.labels), self.resolved.format
+            first.inputs, first.outputs, len(self.resolved.labels), self.resolved.format
         )
+        if model_cfg.interpreters > 1 and self.layout.state:
+            raise ModelError(f"{self.resolved.file}: model.interpreters = {model_cfg.interpreters}, but this model "
+                             "carries recurrent state from each frame to the next; set model.interpreters = 1")
         if self.layout.kind == "ssd" and self.resolved.manifest is None and model_cfg.resize == "auto":
             resize = "stretch"
         else:
             resize = self.resolved.resize if self.resolved.resize != "auto" else (
                 "stretch" if self.layout.kind == "ssd" else "letterbox")
         norm = self.resolved.normalization or default_normalization(self.layout.image, self.layout.kind)
-        self.writer = InputWriter(self.runtime, self.layout.image, resize, norm)  # type: ignore[arg-type]
-        self.decoder = make_decoder(self.runtime, self.layout)
+
+        def lane(runtime: ModelRuntime) -> Lane:
+            return Lane(runtime, InputWriter(runtime, self.layout.image, resize, norm),  # type: ignore[arg-type]
+                        make_decoder(runtime, self.layout))
+
+        #: one per interpreter (``model.interpreters``); lane 0 also serves single-threaded callers
+        self.lanes = [lane(first)] + [
+            lane(ModelRuntime(self.resolved.file, model_cfg.threads, model_cfg.delegate, content=first.content))
+            for _ in range(model_cfg.interpreters - 1)]
+        self.runtime, self.writer, self.decoder = first, self.lanes[0].writer, self.lanes[0].decoder
         self.labels = self.resolved.labels
-        self.sha256 = hashlib.sha256(self.runtime.content).hexdigest()
+        self.sha256 = hashlib.sha256(first.content).hexdigest()
         self.model_ref = ModelRef(name=self.resolved.name, sha256=self.sha256)
-        self.times = StageTimes()
+        self._decode_times = StageTimes()  # decode runs on the post-processing thread, whichever lane inferred
         self.configure(detect_cfg)
+
+    @property
+    def times(self) -> StageTimes:
+        """Every lane's stage times in one account (a snapshot when there are several lanes)."""
+        merged = StageTimes.merged([ln.times for ln in self.lanes])
+        if merged is self.lanes[0].times:  # one lane: the live account, decode time kept in it
+            return merged
+        merged.decode_ms += self._decode_times.decode_ms
+        return merged
 
     def configure(self, cfg: DetectConfig) -> None:
         """Thresholds can change at run time (config/desired)."""
@@ -164,19 +212,21 @@ class Detector:
         ``frame.model_input``, so the inference thread only copies it into the tensor."""
         frame.model_input = self.writer.prepare(frame)
 
-    def infer(self, frame: Frame) -> RawOutput:
-        """Inference thread: input into the tensor, invoke, recurrent state fed back, outputs copied out."""
+    def infer(self, frame: Frame, lane: int = 0) -> RawOutput:
+        """Inference thread (the one thread using ``lane`` now): input into the tensor, invoke, recurrent
+        state fed back, outputs copied out."""
+        ln = self.lanes[lane]
         t0 = time.perf_counter()
-        geom = self.writer.write(frame)
+        geom = ln.writer.write(frame)
         frame.model_input = None  # in the tensor now; the frame lives on (tracking, thumbnails) without it
         t1 = time.perf_counter()
-        self.runtime.invoke()
+        ln.runtime.invoke()
         t2 = time.perf_counter()
         for inp, out in self.layout.state:
-            self.runtime.set(inp, self.runtime.get(out))
-        raw = RawOutput(self.decoder.take(self.floor), geom)
+            ln.runtime.set(inp, ln.runtime.get(out))
+        raw = RawOutput(ln.decoder.take(self.floor), geom, (t2 - t1) * 1e3)
         t3 = time.perf_counter()
-        t = self.times
+        t = ln.times
         t.preprocess_ms += (t1 - t0) * 1e3
         t.invoke_ms += (t2 - t1) * 1e3
         t.take_ms += (t3 - t2) * 1e3
@@ -200,7 +250,8 @@ class Detector:
             if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
                 continue
             dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
-        self.times.decode_ms += (time.thread_time() - t0) * 1e3
+        times = self.lanes[0].times if len(self.lanes) == 1 else self._decode_times
+        times.decode_ms += (time.thread_time() - t0) * 1e3
         return dets
 
     def detect(self, frame: Frame) -> list[Detection]:

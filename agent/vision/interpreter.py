@@ -1,7 +1,7 @@
 """Load a TFLite model into LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``.
 
-One interpreter per process, reused for every frame. Bad model files become one-line ``ModelError``s
-naming the file, never a traceback.
+One interpreter per ``model.interpreters`` (usually one), each reused for every frame it gets. Bad model
+files become one-line ``ModelError``s naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def native_stderr_to_log() -> Iterator[None]:
 class ModelRuntime:
     """A loaded interpreter with its tensors described; ``invoke`` is the only per-frame call."""
 
-    def __init__(self, path: Path, threads: int = 2, delegate: Any = None) -> None:
+    def __init__(self, path: Path, threads: int = 2, delegate: Any = None, content: bytes | None = None) -> None:
         interpreter_cls, load_delegate, self.runtime_name = _runtime()
         self.path = Path(path)
-        self.content = check_tflite_file(self.path)
+        self.content = content if content is not None else check_tflite_file(self.path)
         self.delegate_name = "cpu"
         delegates = []
         if delegate is not None and getattr(delegate, "kind", "cpu") == "edgetpu":

@@ -127,6 +127,7 @@ class InputWriter:
         self.geometry = Geometry(1.0, 1.0, 0.0, 0.0)
         self._placement = (0, 0, self.width, self.height)
         self._pad = self.lut[PAD_VALUE] if self.lut is not None else PAD_VALUE
+        self._padded_for: tuple[int, int, int, int] | None = None  # the placement the padding was written for
 
     def placement(self, w: int, h: int) -> tuple[int, int, int, int]:
         """Where a ``w`` x ``h`` image lands in the input: left, top, width, height (pure; any thread)."""
@@ -204,13 +205,21 @@ class InputWriter:
             prepared = self.prepare(frame)
         view = self._tensor()[0]
         view[py:py + nh, px:px + nw] = prepared.pixels
-        if (nw, nh) != (self.width, self.height):
+        if (nw, nh) != (self.width, self.height) and not self._padding_intact(view):
             view[:py] = self._pad
             view[py + nh:] = self._pad
             view[:, :px] = self._pad
             view[:, px + nw:] = self._pad
+            self._padded_for = self._placement
         del view
         return self.geometry
+
+    def _padding_intact(self, view: np.ndarray) -> bool:
+        """Is last frame's letterbox padding still in the tensor? LiteRT keeps graph inputs intact through
+        ``invoke`` (tested), so padding is written once per placement, not per frame (half the bytes of a
+        16:9 frame's copy). The two corner pixels, always padding, catch a runtime that reuses the buffer."""
+        return (self._padded_for == self._placement and bool(np.all(view[0, 0] == self._pad))
+                and bool(np.all(view[-1, -1] == self._pad)))
 
 
 def _interpolation(src_w: int, dst_w: int) -> int:
