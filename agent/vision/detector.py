@@ -112,7 +112,6 @@ class StageTimes:
         return {"preprocess_ms": self.preprocess_ms / n, "invoke_ms": self.invoke_ms / n,
                 "take_ms": self.take_ms / n, "decode_ms": self.decode_ms / n}
 
-
     @classmethod
     def merged(cls, parts: list[StageTimes]) -> StageTimes:
         """One account of several interpreters' stages (their totals and samples added up)."""
