@@ -105,7 +105,6 @@ class StageTimes:
     decode_ms: float = 0.0  # the rest of output decoding (post-processing thread)
     count: int = 0
     invoke_samples: list[float] = field(default_factory=list)  # the first 100,000, for the run summary
-    last_invoke_ms: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         n = max(self.count, 1)
@@ -114,10 +113,8 @@ class StageTimes:
 
     @classmethod
     def merged(cls, parts: list[StageTimes]) -> StageTimes:
-        """One account of several interpreters' stages (their totals and samples added up)."""
-        if len(parts) == 1:
-            return parts[0]
-        out = cls(last_invoke_ms=max(parts, key=lambda p: p.count).last_invoke_ms)
+        """One account of several accounts (each interpreter's, the decoder's): totals and samples added up."""
+        out = cls()
         for p in parts:
             out.preprocess_ms += p.preprocess_ms
             out.invoke_ms += p.invoke_ms
@@ -181,12 +178,8 @@ class Detector:
 
     @property
     def times(self) -> StageTimes:
-        """Every lane's stage times in one account (a snapshot when there are several lanes)."""
-        merged = StageTimes.merged([ln.times for ln in self.lanes])
-        if merged is self.lanes[0].times:  # one lane: the live account, decode time kept in it
-            return merged
-        merged.decode_ms += self._decode_times.decode_ms
-        return merged
+        """Every lane's stage times and the decoding time in one account (a snapshot)."""
+        return StageTimes.merged([*(ln.times for ln in self.lanes), self._decode_times])
 
     def configure(self, cfg: DetectConfig) -> None:
         """Thresholds can change at run time (config/desired)."""
@@ -230,7 +223,6 @@ class Detector:
         t.invoke_ms += (t2 - t1) * 1e3
         t.take_ms += (t3 - t2) * 1e3
         t.count += 1
-        t.last_invoke_ms = (t2 - t1) * 1e3
         if len(t.invoke_samples) < 100_000:
             t.invoke_samples.append((t2 - t1) * 1e3)
         return raw
@@ -249,8 +241,7 @@ class Detector:
             if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
                 continue
             dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
-        times = self.lanes[0].times if len(self.lanes) == 1 else self._decode_times
-        times.decode_ms += (time.thread_time() - t0) * 1e3
+        self._decode_times.decode_ms += (time.thread_time() - t0) * 1e3
         return dets
 
     def detect(self, frame: Frame) -> list[Detection]:
