@@ -104,6 +104,14 @@ def _totals(t: KindTotals) -> dict[str, Any]:
     return {"messages": t.messages, "payload_bytes": t.payload, "wire_bytes": t.wire}
 
 
+def _first_and_latest(marks: list[float], value: float) -> None:
+    """Keep ``marks`` as [first value, latest value] (a span measured over a run, one value per frame)."""
+    if marks:
+        marks[1:] = [value]
+    else:
+        marks.append(value)
+
+
 def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any:
     """The real ``Agent``, with each thumbnail encode noted (crop size in, JPEG size out)."""
     from agent.events.thumbnails import Cut
@@ -154,9 +162,7 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
                     prepare(frame)
                 self.capture_cpu_ms = time.thread_time() * 1e3  # the capture thread's own CPU time so far
                 cpu = time.process_time()  # every thread of the process: interpreter, decoder, OpenCV, MQTT
-                self.process_cpu[1:] = [cpu] if self.process_cpu else []
-                if not self.process_cpu:
-                    self.process_cpu.append(cpu)
+                _first_and_latest(self.process_cpu, cpu)
                 self.captures += 1
                 for box in frame.truth or ():  # synthetic frames know what is in them
                     self.truth_ids.setdefault(box.label, set()).add(box.object_id)
@@ -167,9 +173,7 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
 
         def _process(self, frame: Any) -> None:
             super()._process(frame)
-            self.main_cpu[1:] = [time.thread_time() * 1e3] if self.main_cpu else []
-            if not self.main_cpu:
-                self.main_cpu.append(time.thread_time() * 1e3)
+            _first_and_latest(self.main_cpu, time.thread_time() * 1e3)
 
     return BenchAgent(cfg, RunOptions(until_eof=True, max_frames=frames))
 
