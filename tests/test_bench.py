@@ -154,3 +154,35 @@ def test_interpreters_side_by_side_are_benched_like_for_like(tmp_path):
     # each interpreter invokes at least 20 times in its own loop: the bare rate counts both
     assert raw["bare_before"]["invokes"] >= 40
     assert raw["main_cpu_ms"] is not None and d["stage_ms_per_inference"]["loop_other"] >= 0
+
+
+def test_repeated_runs_report_the_median_run_whole(tmp_path):
+    """``--repeat``: a gate-off scenario runs N times; the report is the run with the median ratio (its rates,
+    stages and bytes together), every run's headline figures beside it, the cold start from the first run."""
+    res = _cli("--source", "synthetic:", "--no-motion", "--frames", "20", "--bare-seconds", "0.2", "--repeat", "3",
+               "--json", str(tmp_path / "r.json"), "--doc", str(tmp_path / "PERF.md"))
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    d, raw = rep["derived"]["custom"], rep["raw"]["custom"]
+    ratios = [r["inference_ratio"] for r in d["runs"]]
+    assert len(ratios) == 3 and d["inference_ratio"] == sorted(ratios)[1]
+    chosen = d["runs"][ratios.index(d["inference_ratio"])]
+    assert d["bare_hz"] == chosen["bare_hz"] == pytest.approx(
+        (raw["bare_before"]["rate_hz"] + raw["bare_after"]["rate_hz"]) / 2)  # raw is that same run
+    assert d["cold_start_first_frame_s"] == raw["cold_start"]["first_frame_s"] > 0
+    assert "in each of 3 runs" in (tmp_path / "PERF.md").read_text()
+
+
+def test_checks_of_a_repeated_scenario_show_the_range():
+    from agent.bench.suite import evaluate
+
+    runs = [{"inference_ratio": r, "host_share_of_invoke": h} for r, h in ((0.97, 0.08), (0.91, 0.12), (0.93, 0.11))]
+    derived = {"every-frame": {"inference_ratio": 0.93, "host_share_of_invoke": 0.11, "runs": runs,
+                               "cold_start_peak_rss_mb": 150.0, "cold_start_first_frame_s": 0.4}}
+    checks = {c["check"]: c for c in evaluate(derived)}
+    ratio = checks["inference rate ≥ 0.95 × bare invoke rate"]
+    assert ratio["value"] == "0.930 (median of 3 runs: 0.910 to 0.970)" and not ratio["pass"]  # the median decides
+    host = checks["host work per inferred frame ≤ 10% of invoke (video decoding aside)"]
+    assert host["value"] == "11.00% (median of 3 runs: 8.00% to 12.00%)" and not host["pass"]
+    rss = checks["peak RSS ≤ 200 MB with the model loaded (cold `edgecam run`)"]
+    assert rss["value"] == "150" and rss["pass"]  # measured once: no range

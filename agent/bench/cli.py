@@ -39,7 +39,7 @@ def custom_scenario(source: str, model: Path | None, threads: int, frames: int, 
 def bench_command(*, source: str | None, model: Path | None, threads: int, frames: int, loop: bool,
                   fps: float | None, no_motion: bool, scenarios: list[str], scale: float, bare_seconds: float,
                   cold_start: bool, json_out: Path | None, chart: Path | None, doc: Path | None,
-                  interpreters: int = 1) -> dict[str, Any]:
+                  interpreters: int = 1, repeat: int = 1) -> dict[str, Any]:
     if source:
         chosen = [custom_scenario(source, model, threads, frames, loop, fps, no_motion, interpreters)]
     else:
@@ -50,4 +50,4 @@ def bench_command(*, source: str | None, model: Path | None, threads: int, frame
         chosen = [s for s in suite if not scenarios or s.name in scenarios]
     command = "edgecam " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "edgecam bench"
     return run_bench(chosen, BenchOutputs(json_out, chart, doc), bare_s=bare_seconds, cold_start=cold_start,
-                     command=command, say=lambda m: print(f"==> {m}", file=sys.stderr, flush=True))
+                     repeat=repeat, command=command, say=lambda m: print(f"==> {m}", file=sys.stderr, flush=True))

@@ -112,6 +112,28 @@ def thumbnails_native(r: ScenarioResult) -> dict[str, Any]:
             "long_side_max": max(long_sides, default=None), "long_side_min": min(long_sides, default=None)}
 
 
+#: the figures kept from every run of a repeated scenario (the report shows their range)
+RUN_FIGURES = ("inference_ratio", "ratio_to_reference", "host_share_of_invoke", "inference_hz", "bare_hz",
+               "bare_drift")
+
+
+def derive_runs(runs: list[ScenarioResult]) -> tuple[ScenarioResult, dict[str, Any]]:
+    """Several runs of one scenario: the run with the median inference ratio (the lower middle for an even
+    count, so repeating never flatters), its derived figures, and every run's headline figures as ``runs``.
+
+    The median run is reported whole (its stages, bytes and rates belong together); only the cold start,
+    measured once with the first run, is carried over to it."""
+    figures = [derive(r) for r in runs]
+    order = sorted(range(len(runs)), key=lambda i: figures[i]["inference_ratio"] or 0.0)
+    mid = order[(len(order) - 1) // 2]
+    chosen = runs[mid]
+    if chosen.cold_start is None and runs[0].cold_start is not None:
+        chosen = chosen.model_copy(update={"cold_start": runs[0].cold_start})
+    derived = derive(chosen)
+    derived["runs"] = [{k: f[k] for k in RUN_FIGURES} for f in figures]
+    return chosen, derived
+
+
 def derive(r: ScenarioResult) -> dict[str, Any]:
     s = r.summary
     frames, infs = s.get("frames", 0), s.get("inferences", 0)

@@ -44,6 +44,12 @@ class Scenario(BaseModel):
     #: beside the like-for-like ratio
     reference_model: dict[str, Any] | None = None
 
+    @property
+    def infers_every_frame(self) -> bool:
+        """Gate off: the rate ratio is this scenario's point, and the figure most moved by other jobs on the
+        machine (``--repeat`` runs these several times)."""
+        return (self.config.get("motion") or {}).get("enabled") is False
+
 
 class ColdStart(BaseModel):
     first_frame_s: float | None  # process start (exec) → first frame processed
