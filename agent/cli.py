@@ -164,6 +164,8 @@ def bench(
     scale: float = typer.Option(1.0, "--scale", min=0.001, help="Shorten the suite's scenarios (0.1 = quick look)."),
     bare_seconds: float = typer.Option(6.0, "--bare-seconds", min=0.1, help="Bare interpreter time, each side."),
     no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the cold `edgecam run` process."),
+    priority: str = typer.Option("normal", "--priority", help="model.priority for a --source run: normal or "
+                                 "realtime (bare and pipeline alike)."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=20,
                                help="Run gate-off scenarios N times; report the median run and the range."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
@@ -176,7 +178,7 @@ def bench(
     bench_command(source=source, model=model, threads=threads, frames=frames, loop=loop, fps=fps,
                   no_motion=no_motion, scenarios=scenario, scale=scale, bare_seconds=bare_seconds,
                   cold_start=not no_cold_start, json_out=json_out, chart=chart, doc=doc, interpreters=interpreters,
-                  repeat=repeat)
+                  repeat=repeat, priority=priority)
 
 
 @app.command("contract")

@@ -118,6 +118,10 @@ class ModelConfig(Section):
                               "alternate frames, each with `threads` threads: on a 2-core node 2 x 1 thread "
                               "infers more frames a second than 1 x 2 (docs/PERFORMANCE.md), at one more "
                               "model's memory and one invoke's latency; recurrent models need 1")
+    priority: Literal["normal", "realtime"] = Field(
+        "normal", description="realtime: the interpreter's threads run SCHED_FIFO, so no other thread on the "
+        "node takes a core from an invoke (docs/PERFORMANCE.md); needs RLIMIT_RTPRIO >= 1 (the systemd "
+        "unit's LimitRTPRIO=1) or root, else a warning and normal priority")
     format: Literal["auto", "ssd", "yolo"] = "auto"
     resize: Literal["auto", "letterbox", "stretch"] = "auto"
     delegate: DelegateConfig = Field(default_factory=CpuDelegate)

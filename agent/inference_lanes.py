@@ -48,6 +48,7 @@ class InferenceLanes:
             t.join()
 
     def _run(self, lane: int) -> None:
+        self.detector.claim_cores(lane)
         jobs = self._jobs[lane]
         while (item := jobs.get()) is not None:
             frame, done = item

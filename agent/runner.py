@@ -122,6 +122,8 @@ class Agent:
         # stall, so there every thread has the same priority and the work just has to fit (bench, 2 cores:
         # 108 → 118 inferences a second from the priorities alone).
         lanes = len(self.detector.lanes) > 1
+        if not lanes:  # this thread invokes; threads started from here on start at normal priority
+            self.detector.claim_cores(0)
         self.capture = Capture(self.source, cfg.capture, self.opts.max_frames, opened=self.source.finite,
                                prepare=self.detector.prepare, niceness=0 if lanes else CAPTURE_NICENESS)
         self.post = SerialWorker("post", POST_QUEUE_DEPTH, on_start=None if lanes else idle_thread_priority)
@@ -315,7 +317,10 @@ class Agent:
         return self._shutdown(source_done)
 
     def _shutdown(self, source_done: bool) -> int:
+        from agent.thread_priority import normal_priority
+
         sd_notify("STOPPING=1")
+        normal_priority()  # no longer invoking (and the bench runs the agent in its own main thread)
         self.capture.stop()
         if not source_done:
             self.post.submit(self._finish_tracks)
@@ -360,7 +365,8 @@ class Agent:
             "source_reconnects": cap.reopens,
             "model": {"name": self.detector.model_ref.name, "sha256": self.detector.sha256,
                       "format": self.detector.layout.kind, "threads": self.detector.runtime.threads,
-                      "interpreters": len(self.detector.lanes)},
+                      "interpreters": len(self.detector.lanes),
+                      "priority": "realtime" if self.detector.realtime_lanes else "normal"},
             "timings_ms": {
                 "capture_decode": cap.decode_ms / max(cap.captured, 1),
                 "capture_prepare": cap.prepare_ms / max(cap.captured, 1),

@@ -148,7 +148,7 @@ def test_interpreters_side_by_side_are_benched_like_for_like(tmp_path):
     d, raw = rep["derived"]["custom"], rep["raw"]["custom"]
     assert d["interpreters"] == 2 and d["threads"] == 1 and raw["summary"]["model"]["interpreters"] == 2
     assert d["inferences"] == 24
-    assert raw["reference_model"] == {"interpreters": 1, "threads": 2}
+    assert raw["reference_model"] == {"interpreters": 1, "threads": 2, "priority": "normal"}
     assert d["reference_hz"] == pytest.approx(raw["bare_reference"]["rate_hz"])
     assert d["ratio_to_reference"] == pytest.approx(d["inference_hz"] / d["reference_hz"])
     # each interpreter invokes at least 20 times in its own loop: the bare rate counts both
@@ -186,3 +186,17 @@ def test_checks_of_a_repeated_scenario_show_the_range():
     assert host["value"] == "11.00% (median of 3 runs: 8.00% to 12.00%)" and not host["pass"]
     rss = checks["peak RSS ≤ 200 MB with the model loaded (cold `edgecam run`)"]
     assert rss["value"] == "150" and rss["pass"]  # measured once: no range
+
+
+def test_realtime_priority_is_benched_on_both_sides(tmp_path):
+    """``--priority realtime``: the pipeline's interpreter and the bare one get the same scheduling."""
+    from agent.thread_priority import realtime_permitted
+
+    res = _cli("--source", "synthetic:", "--no-motion", "--frames", "20", "--bare-seconds", "0.2", "--no-cold-start",
+               "--priority", "realtime", "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["scenarios"]["custom"]["config"]["model"]["priority"] == "realtime"
+    permitted = realtime_permitted()
+    assert rep["raw"]["custom"]["summary"]["model"]["priority"] == ("realtime" if permitted else "normal")
+    assert ("not permitted" in res.stderr) is not permitted

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 
 from agent.contract import Event, State
+from agent.thread_priority import realtime_permitted
 from tests.conftest import shared
 from tests.mqtt_collect import Collector
 
@@ -95,19 +96,30 @@ def test_retained_state_survives_for_a_late_subscriber(tmp_path, broker):
     assert msg.retain and State.model_validate_json(msg.payload).online is False
 
 
+def _event_stream(tmp_path, broker, node: str, env: dict[str, str], threads: int = 1) -> tuple[dict, list[tuple]]:
+    """A 150-frame synthetic street, every frame inferred: the node's summary and the events the centre got."""
+    col = Collector(broker.port)
+    summary = run_node(tmp_path / node, broker, "--source", "synthetic:?seed=5", "--fast", "--no-motion",
+                       "--max-frames", "150", "--threads", str(threads), node=node, env=env)
+    want = summary["events"]
+    assert summary["inferences"] == 150
+    assert want > 0 and col.wait_for(lambda: len(col.on("/events")) >= want)
+    col.close()
+    return summary, [(e.type, e.track_id, e.label, round(e.score, 5), tuple(round(v, 5) for v in e.bbox))
+                     for e in sorted(events_of(col), key=lambda e: e.seq)]
+
+
 def test_two_interpreters_publish_the_same_events_as_one(tmp_path, broker):
     """``model.interpreters = 2``: frames inferred side by side, tracked in frame order (same event stream)."""
-    streams = []
-    for n in (1, 2):
-        col = Collector(broker.port)
-        node = f"lanes{n}"
-        summary = run_node(tmp_path / node, broker, "--source", "synthetic:?seed=5", "--fast", "--no-motion",
-                           "--max-frames", "150", "--threads", "1", node=node,
-                           env={"EDGECAM_MODEL__INTERPRETERS": str(n)})
-        assert summary["model"]["interpreters"] == n and summary["inferences"] == 150
-        want = summary["events"]
-        assert want > 0 and col.wait_for(lambda c=col, w=want: len(c.on("/events")) >= w)
-        col.close()
-        streams.append([(e.type, e.track_id, e.label, round(e.score, 5), tuple(round(v, 5) for v in e.bbox))
-                        for e in sorted(events_of(col), key=lambda e: e.seq)])
-    assert streams[0] == streams[1]
+    one, two = (_event_stream(tmp_path, broker, f"lanes{n}", {"EDGECAM_MODEL__INTERPRETERS": str(n)}) for n in (1, 2))
+    assert one[0]["model"]["interpreters"] == 1 and two[0]["model"]["interpreters"] == 2
+    assert one[1] == two[1]
+
+
+def test_realtime_interpreter_publishes_the_same_events(tmp_path, broker):
+    """``model.priority = "realtime"``: the same events; the summary says whether the threads got it."""
+    normal = _event_stream(tmp_path, broker, "prio-normal", {}, threads=2)
+    realtime = _event_stream(tmp_path, broker, "prio-rt", {"EDGECAM_MODEL__PRIORITY": "realtime"}, threads=2)
+    assert normal[0]["model"]["priority"] == "normal"
+    assert realtime[0]["model"]["priority"] == ("realtime" if realtime_permitted() else "normal")
+    assert normal[1] == realtime[1]

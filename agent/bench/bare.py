@@ -9,7 +9,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from pydantic import BaseModel
@@ -47,7 +48,8 @@ def measure_bare(model_cfg: ModelConfig, frame: Frame | None, seconds: float = 6
     samples: list[list[float]] = [[] for _ in runtimes]
     start = threading.Barrier(len(runtimes) + 1)
 
-    def loop(invoke: Any, out: list[float]) -> None:
+    def loop(claim_cores: Callable[[], bool], invoke: Callable[[], None], out: list[float]) -> None:
+        claim_cores()  # model.priority: the same scheduling as the agent gives its interpreters
         start.wait()
         t0 = time.perf_counter()
         while len(out) < min_invokes or time.perf_counter() - t0 < seconds:
@@ -55,7 +57,7 @@ def measure_bare(model_cfg: ModelConfig, frame: Frame | None, seconds: float = 6
             invoke()
             out.append((time.perf_counter() - t) * 1e3)
 
-    threads = [threading.Thread(target=loop, args=(rt.invoke, out), name=f"bare-{i}")
+    threads = [threading.Thread(target=loop, args=(partial(det.claim_cores, i), rt.invoke, out), name=f"bare-{i}")
                for i, (rt, out) in enumerate(zip(runtimes, samples, strict=True))]
     for t in threads:
         t.start()

@@ -14,7 +14,7 @@ from agent.errors import EdgecamError
 
 
 def custom_scenario(source: str, model: Path | None, threads: int, frames: int, loop: bool, fps: float | None,
-                    no_motion: bool, interpreters: int = 1) -> Scenario:
+                    no_motion: bool, interpreters: int = 1, priority: str = "normal") -> Scenario:
     from agent.sources import source_config_from_uri
 
     src: dict[str, Any] = source_config_from_uri(source)
@@ -25,23 +25,24 @@ def custom_scenario(source: str, model: Path | None, threads: int, frames: int, 
     if fps is not None:
         src["fps"] = fps
     config: dict[str, Any] = {"source": src, "capture": {"fast": True},
-                              "model": {"threads": threads, "interpreters": interpreters,
+                              "model": {"threads": threads, "interpreters": interpreters, "priority": priority,
                                         **({"path": str(model)} if model else {})}}
     if no_motion:
         config["motion"] = {"enabled": False}
     title = (f"{source}{' (looped)' if loop else ''}, --fast, gate {'off' if no_motion else 'on'}, "
-             f"{interpreters} x {threads} threads")
+             f"{interpreters} x {threads} threads, {priority} priority")
     # several interpreters are also shown against one interpreter with all their threads
-    reference = {"interpreters": 1, "threads": threads * interpreters} if interpreters > 1 else None
+    reference = ({"interpreters": 1, "threads": threads * interpreters, "priority": priority}
+                 if interpreters > 1 else None)
     return Scenario(name="custom", title=title, config=config, frames=frames, reference_model=reference)
 
 
 def bench_command(*, source: str | None, model: Path | None, threads: int, frames: int, loop: bool,
                   fps: float | None, no_motion: bool, scenarios: list[str], scale: float, bare_seconds: float,
                   cold_start: bool, json_out: Path | None, chart: Path | None, doc: Path | None,
-                  interpreters: int = 1, repeat: int = 1) -> dict[str, Any]:
+                  interpreters: int = 1, repeat: int = 1, priority: str = "normal") -> dict[str, Any]:
     if source:
-        chosen = [custom_scenario(source, model, threads, frames, loop, fps, no_motion, interpreters)]
+        chosen = [custom_scenario(source, model, threads, frames, loop, fps, no_motion, interpreters, priority)]
     else:
         suite = acceptance_scenarios(threads=threads, scale=scale, model=model)
         unknown = set(scenarios) - {s.name for s in suite}

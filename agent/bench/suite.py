@@ -5,6 +5,8 @@
 - ``every-frame-predecoded``: the same clip decoded once into memory and replayed, so frames arrive decoded
   as a CSI camera's ISP delivers them: the agent's own cost, apart from an H.264 decoder that needs the same
   two cores as the interpreter (the figures in docs/PERFORMANCE.md show what that decoder costs).
+- ``every-frame-realtime`` (and ``-predecoded``): those two with ``model.priority = "realtime"``, as the
+  provisioning template runs a node: no other thread takes a core from an invoke.
 - ``every-frame-lanes``: ``every-frame`` with the same threads as single-thread interpreters side by side
   (``model.interpreters``), the setup that gets the most inferences a second out of a 2-core node; compared
   with the bare rate of that same setup, and shown against one interpreter with all the threads too;
@@ -51,7 +53,8 @@ def _num(fmt: str) -> Callable[[Any], str]:
     return lambda v: "n/a" if v is None else format(v, fmt)
 
 
-EVERY_FRAME = ("every-frame", "every-frame-predecoded", "every-frame-lanes", "every-frame-lanes-predecoded")
+EVERY_FRAME = ("every-frame", "every-frame-predecoded", "every-frame-realtime", "every-frame-realtime-predecoded",
+               "every-frame-lanes", "every-frame-lanes-predecoded")
 
 CHECKS = [
     *(Check(name, "inference rate ≥ 0.95 × bare invoke rate",
@@ -116,6 +119,17 @@ def acceptance_scenarios(threads: int = 2, scale: float = 1.0, model: Path | Non
                        "from a CSI camera's ISP, so no video decoder shares the cores",
                  config={"source": {"kind": "file", "path": str(CLIP), "loop": True}, "capture": {"fast": True},
                          "motion": {"enabled": False}, "model": yolo},
+                 frames=n(2000), predecoded=True),
+        Scenario(name="every-frame-realtime",
+                 title="every-frame with `model.priority = \"realtime\"` (as provisioned nodes run): the "
+                       "interpreter's threads run SCHED_FIFO, the bare interpreter too",
+                 config={"source": {"kind": "file", "path": str(CLIP), "loop": True}, "capture": {"fast": True},
+                         "motion": {"enabled": False}, "model": {**yolo, "priority": "realtime"}},
+                 frames=n(2000)),
+        Scenario(name="every-frame-realtime-predecoded",
+                 title="every-frame-realtime with the clip replayed decoded from memory",
+                 config={"source": {"kind": "file", "path": str(CLIP), "loop": True}, "capture": {"fast": True},
+                         "motion": {"enabled": False}, "model": {**yolo, "priority": "realtime"}},
                  frames=n(2000), predecoded=True),
         Scenario(name="every-frame-lanes",
                  title=f"the every-frame clip (H.264 decoded here) with the same {threads} threads as {threads} "

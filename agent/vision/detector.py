@@ -11,6 +11,7 @@ per lane for the run summary and the bench.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,11 +24,14 @@ from agent.config import DetectConfig, ModelConfig
 from agent.contract import ModelRef
 from agent.errors import ModelError
 from agent.sources.base import Frame
+from agent.thread_priority import realtime_threads
 from agent.vision.decoders import SsdDecoder, YoloDecoder, make_decoder
 from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime
 from agent.vision.preprocess import Geometry, InputWriter, default_normalization
 from agent.vision.types import Detection
+
+log = logging.getLogger(__name__)
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
 DEFAULT_FLOOR = 0.3
@@ -174,12 +178,29 @@ class Detector:
         self.sha256 = hashlib.sha256(first.content).hexdigest()
         self.model_ref = ModelRef(name=self.resolved.name, sha256=self.sha256)
         self._decode_times = StageTimes()  # decode runs on the post-processing thread, whichever lane inferred
+        self.priority = model_cfg.priority
+        #: lanes whose threads run real-time (``claim_cores``)
+        self.realtime_lanes = 0
         self.configure(detect_cfg)
 
     @property
     def times(self) -> StageTimes:
         """Every lane's stage times and the decoding time in one account (a snapshot)."""
         return StageTimes.merged([*(ln.times for ln in self.lanes), self._decode_times])
+
+    def claim_cores(self, lane: int = 0) -> bool:
+        """Called on the thread that will invoke ``lane``: with ``model.priority = "realtime"`` that thread and
+        the interpreter's worker threads run real-time (``thread_priority.realtime_threads``). True if they do;
+        where that is not permitted, one warning and normal priority."""
+        if self.priority != "realtime":
+            return False
+        if realtime_threads([0, *self.lanes[lane].runtime.worker_tids]):
+            self.realtime_lanes += 1
+            return True
+        log.warning("model.priority = realtime: not permitted here (needs RLIMIT_RTPRIO >= 1, e.g. systemd "
+                    "LimitRTPRIO=1, or CAP_SYS_NICE); the interpreter runs at normal priority")
+        self.priority = "normal"  # one warning, not one per lane
+        return False
 
     def configure(self, cfg: DetectConfig) -> None:
         """Thresholds can change at run time (config/desired)."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ModelError
+from agent.thread_priority import thread_ids
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class ModelRuntime:
                 self.delegate_name = "edgetpu"
             except (ValueError, OSError) as exc:
                 log.warning("EdgeTPU delegate %s did not load (%s); running on CPU", delegate.library, exc)
+        before = thread_ids()
         try:
             with native_stderr_to_log():
                 self.interpreter = interpreter_cls(
@@ -134,6 +136,10 @@ class ModelRuntime:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: the interpreter rejected the model: {first}") from None
         self.threads = threads
+        #: the worker threads the interpreter started (XNNPACK's pool: ``threads`` - 1 of them; the invoking
+        #: thread is the last worker); the threads that appeared while it loaded, so none may start elsewhere
+        #: meanwhile (the agent loads its model before it starts any thread)
+        self.worker_tids = sorted(thread_ids() - before)
         self.inputs = [TensorInfo.from_details(d) for d in self.interpreter.get_input_details()]
         self.outputs = [TensorInfo.from_details(d) for d in self.interpreter.get_output_details()]
 
