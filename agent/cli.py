@@ -126,6 +126,7 @@ def doctor(
     import importlib.util
     import platform
 
+    from agent.thread_priority import realtime_permitted
     from hardware.probes import Probes
 
     probes = Probes(sysroot)
@@ -143,6 +144,8 @@ def doctor(
         ("tflite_runtime", have("tflite_runtime")),
         ("picamera2", have("picamera2")),
         ("systemd (python)", have("systemd")),
+        ("real-time threads", "permitted" if realtime_permitted() else
+         "not permitted (model.priority = realtime falls back to normal; the unit sets LimitRTPRIO=1)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -62,3 +62,6 @@ def test_doctor_reports_the_fixture_board(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Raspberry Pi 4 Model B" in res.stdout and "62.5 °C" in res.stdout and "YES" in res.stdout
+    from agent.thread_priority import realtime_permitted
+
+    assert ("real-time threads  permitted" in res.stdout) is realtime_permitted()
