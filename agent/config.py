@@ -121,7 +121,8 @@ class ModelConfig(Section):
     priority: Literal["normal", "realtime"] = Field(
         "normal", description="realtime: the interpreter's threads run SCHED_FIFO, so no other thread on the "
         "node takes a core from an invoke (docs/PERFORMANCE.md); needs RLIMIT_RTPRIO >= 1 (the systemd "
-        "unit's LimitRTPRIO=1) or root, else a warning and normal priority")
+        "unit's LimitRTPRIO=1) or root, else a warning and normal priority; with interpreters > 1 of one "
+        "thread each keep normal (they leave no gaps for video decoding)")
     format: Literal["auto", "ssd", "yolo"] = "auto"
     resize: Literal["auto", "letterbox", "stretch"] = "auto"
     delegate: DelegateConfig = Field(default_factory=CpuDelegate)

@@ -291,6 +291,14 @@ class Agent:
             sd_notify("WATCHDOG=1")
 
     def run(self) -> int:
+        from agent.thread_priority import normal_priority
+
+        try:
+            return self._run()
+        finally:
+            normal_priority()  # this thread may have invoked real-time; the bench runs agents in its main thread
+
+    def _run(self) -> int:
         self._build()
         self.transport.start()
         self.capture.start()
@@ -320,7 +328,7 @@ class Agent:
         from agent.thread_priority import normal_priority
 
         sd_notify("STOPPING=1")
-        normal_priority()  # no longer invoking (and the bench runs the agent in its own main thread)
+        normal_priority()  # no longer invoking: draining and flushing need no real-time thread
         self.capture.stop()
         if not source_done:
             self.post.submit(self._finish_tracks)
