@@ -195,7 +195,7 @@ class EventEngine:
     def _decide(self, ts: float) -> list[Outgoing]:
         out: list[Outgoing] = []
         for track in self.tracker.tracks:
-            if track.track_id is None:  # not confirmed
+            if not track.confirmed:
                 continue
             st = self._states[track.uid]
             if not st.started:

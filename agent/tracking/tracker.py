@@ -292,7 +292,7 @@ class Tracker:
         filtered = len(detections) - len(dets)
         for t in self.tracks:
             t.matched = False
-        tboxes = np.asarray(self._predicted(ts), dtype=np.float64).reshape(-1, 4)
+        tboxes = np.asarray([t.predicted(ts) for t in self.tracks], dtype=np.float64).reshape(-1, 4)
         dboxes = np.asarray([d.bbox for d in dets], dtype=np.float64).reshape(-1, 4)
         tracks = self.tracks
         ious = iou_matrix(tboxes, dboxes) if tracks and dets else None
@@ -320,7 +320,7 @@ class Tracker:
             seen.append(track)
         confirmed = []
         for t in seen:
-            if t.track_id is None and t.hits >= self.cfg.min_hits and t.median_score >= self.threshold(t.label):
+            if not t.confirmed and t.hits >= self.cfg.min_hits and t.median_score >= self.threshold(t.label):
                 t.track_id = self._next_track_id
                 self._next_track_id += 1
                 confirmed.append(t)
@@ -339,25 +339,13 @@ class Tracker:
         ended, self.tracks = self.tracks, []
         return ended
 
-    def _predicted(self, ts: float) -> list[BBox]:
-        """``Track.predicted`` of every track, inlined: it runs for every live track on every frame."""
-        out = []
-        for t in self.tracks:
-            dt = ts - t.last_seen
-            dt = dt if dt > 0.0 else 0.0
-            dt = dt if dt < MAX_PREDICT_S else MAX_PREDICT_S
-            dx, dy = t.velocity[0] * dt, t.velocity[1] * dt
-            x1, y1, x2, y2 = t.bbox
-            out.append((x1 + dx, y1 + dy, x2 + dx, y2 + dy))
-        return out
-
     def _expire(self, ts: float) -> list[Track]:
         lost, parked_s = self.cfg.lost_s, self.cfg.stationary_s
         parked_timeout = max(lost, parked_s)
         ended = []
         for t in self.tracks:
-            if t.misses >= MIN_MISSES:  # (t.stationary inlined: this runs for every live track, every frame)
-                parked = t.anchor_bbox is not None and t.last_seen - t.anchor_ts >= parked_s
+            if t.misses >= MIN_MISSES:
+                parked = t.stationary(t.last_seen, parked_s)
                 if ts - t.last_seen >= (parked_timeout if parked else lost):
                     ended.append(t)
         if ended:
@@ -368,4 +356,4 @@ class Tracker:
     def moving(self, ts: float) -> int:
         """Live tracks that are not parked: what keeps the motion gate open."""
         parked_s = self.cfg.stationary_s
-        return sum(1 for t in self.tracks if t.anchor_bbox is None or ts - t.anchor_ts < parked_s)
+        return sum(1 for t in self.tracks if not t.stationary(ts, parked_s))
