@@ -32,6 +32,7 @@ from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, ut
 from agent.inference_lanes import resolved
 from agent.memory import peak_rss_mb
 from agent.service import sd_notify, setup_logging, watchdog_period_s
+from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
 
 log = logging.getLogger("edgecam")
 
@@ -104,7 +105,6 @@ class Agent:
         from agent.inference_lanes import InferenceLanes
         from agent.serial_worker import SerialWorker
         from agent.sources.capture import Capture
-        from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority
         from agent.transport import Transport
         from agent.vision.motion import MotionGate
 
@@ -291,8 +291,6 @@ class Agent:
             sd_notify("WATCHDOG=1")
 
     def run(self) -> int:
-        from agent.thread_priority import normal_priority
-
         try:
             return self._run()
         finally:
@@ -325,8 +323,6 @@ class Agent:
         return self._shutdown(source_done)
 
     def _shutdown(self, source_done: bool) -> int:
-        from agent.thread_priority import normal_priority
-
         sd_notify("STOPPING=1")
         normal_priority()  # no longer invoking: draining and flushing need no real-time thread
         self.capture.stop()
