@@ -113,11 +113,11 @@ NOTES = [
     "  barrier to wait at, so the bare pair does about 1.15x the invokes of one 2-thread interpreter, and a",
     "  thread that takes a core from it delays it only by that time. Capture and post-processing then run",
     "  at normal priority. With the H.264 clip it infers the most frames a second of all setups here (0.92",
-    "  to 1.06x the bare 1 x 2 interpreter across runs); against its own like-for-like bare rate (the check) it is bound by",
-    "  the same CPU budget. The cost: one more copy of the model (RSS in the table), the latency of a",
-    "  single-thread invoke (about 14 ms here instead of 8), and no recurrent models (LSTM-SSD; refused at",
-    "  load). Keep it at normal priority: real-time single-thread interpreters leave the decoder no gaps",
-    "  (measured: 98 against 117 inferences a second).",
+    "  to 1.06x the bare 1 x 2 interpreter across runs); against its own like-for-like bare rate (the",
+    "  check) it is bound by the same CPU budget. The cost: one more copy of the model (RSS in the table),",
+    "  the latency of a single-thread invoke (about 14 ms here instead of 8), and no recurrent models",
+    "  (LSTM-SSD; refused at load). Keep it at normal priority: real-time single-thread interpreters leave",
+    "  the decoder no gaps (measured: 98 against 117 inferences a second).",
     "",
 ]
 
