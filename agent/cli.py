@@ -15,8 +15,6 @@ import typer
 
 from agent import __version__
 from agent.errors import EdgecamError
-from models.cli import app as model_app
-from provisioning.cli import register as register_provisioning
 
 app = typer.Typer(
     name="edgecam",
@@ -25,8 +23,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(model_app, name="model", help="Inspect, benchmark and verify detection models.")
-register_provisioning(app)
+
+
+def mount_plugins(root: typer.Typer) -> None:
+    """Mount the tool command groups that other packages register (``edgecam.commands`` entry points).
+
+    The node runtime never imports the tools (models, provisioning, centre, bench): each names a
+    ``register(app)`` function in ``pyproject.toml`` and is loaded here by name, so an install without a
+    tool's extras still runs the node, and a broken tool cannot stop ``edgecam run``.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # a tool whose extra is not installed: the rest of the CLI still works
+            print(f"edgecam: {ep.name} commands unavailable ({exc})", file=sys.stderr)
+            continue
+        register(root)
+
+
+PLUGIN_GROUP = "edgecam.commands"
 
 
 def _version(value: bool) -> None:
@@ -152,38 +169,6 @@ def doctor(
         typer.echo(f"{key:<{width}}  {value}")
 
 
-@app.command()
-def bench(
-    source: str | None = typer.Option(None, "--source", help="Bench this source instead of the acceptance suite."),
-    model: Path | None = typer.Option(None, "--model", help="A .tflite or model folder (default: suite's/demo)."),
-    threads: int = typer.Option(2, "--threads", help="Interpreter threads (bare and pipeline alike)."),
-    interpreters: int = typer.Option(1, "--interpreters", min=1, max=8,
-                                     help="Interpreters side by side for a --source run (model.interpreters)."),
-    frames: int = typer.Option(600, "--frames", min=1, help="Frames for a --source run."),
-    loop: bool = typer.Option(False, "--loop", help="Loop a file --source (short clips)."),
-    fps: float | None = typer.Option(None, "--fps", help="Source frame rate for images/folders."),
-    no_motion: bool = typer.Option(False, "--no-motion", help="Gate off: infer every frame."),
-    scenario: list[str] = typer.Option([], "--scenario", help="Suite scenarios to run (default: all)."),
-    scale: float = typer.Option(1.0, "--scale", min=0.001, help="Shorten the suite's scenarios (0.1 = quick look)."),
-    bare_seconds: float = typer.Option(6.0, "--bare-seconds", min=0.1, help="Bare interpreter time, each side."),
-    no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the cold `edgecam run` process."),
-    priority: str = typer.Option("normal", "--priority", help="model.priority for a --source run: normal or "
-                                 "realtime (bare and pipeline alike)."),
-    repeat: int = typer.Option(1, "--repeat", min=1, max=20,
-                               help="Run gate-off scenarios N times; report the median run and the range."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
-    chart: Path | None = typer.Option(None, "--chart", help="Write the stage-breakdown PNG here."),
-    doc: Path | None = typer.Option(None, "--doc", help="Write the Markdown report (docs/PERFORMANCE.md) here."),
-) -> None:
-    """Bare interpreter vs the full pipeline, side by side: ratios, per-stage ms, bytes/hour, RSS, start-up."""
-    from agent.bench.cli import bench_command
-
-    bench_command(source=source, model=model, threads=threads, frames=frames, loop=loop, fps=fps,
-                  no_motion=no_motion, scenarios=scenario, scale=scale, bare_seconds=bare_seconds,
-                  cold_start=not no_cold_start, json_out=json_out, chart=chart, doc=doc, interpreters=interpreters,
-                  repeat=repeat, priority=priority)
-
-
 @app.command("contract")
 def contract(
     out: Path = typer.Option(Path("docs"), "--out", help="Folder for schemas/ and asyncapi.json."),
@@ -200,6 +185,9 @@ def contract(
         return
     for path in write_docs(out):
         typer.echo(f"wrote {path}")
+
+
+mount_plugins(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,10 @@ import numpy as np
 from agent import __version__
 from agent.config import AgentConfig
 from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
-from agent.inference_lanes import resolved
 from agent.memory import peak_rss_mb
 from agent.service import sd_notify, setup_logging, watchdog_period_s
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
+from agent.vision.inference_lanes import resolved
 
 log = logging.getLogger("edgecam")
 
@@ -102,10 +102,10 @@ class Agent:
 
     def _build(self) -> None:
         from agent.events.engine import EventEngine
-        from agent.inference_lanes import InferenceLanes
         from agent.serial_worker import SerialWorker
         from agent.sources.capture import Capture
         from agent.transport import Transport
+        from agent.vision.inference_lanes import InferenceLanes
         from agent.vision.motion import MotionGate
 
         cfg = self.cfg

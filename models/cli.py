@@ -54,7 +54,7 @@ def bench_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from models.bench import bench_model
+    from models.bench.invoke import bench_model
     from models.inspect import resolve
 
     resolve(path)  # fail early with a one-line error before drawing anything
@@ -90,3 +90,40 @@ def verify_cmd(
     if failure:
         raise failure
     typer.echo(f"{folder}: verified")
+
+
+def bench(
+    source: str | None = typer.Option(None, "--source", help="Bench this source instead of the acceptance suite."),
+    model: Path | None = typer.Option(None, "--model", help="A .tflite or model folder (default: suite's/demo)."),
+    threads: int = typer.Option(2, "--threads", help="Interpreter threads (bare and pipeline alike)."),
+    interpreters: int = typer.Option(1, "--interpreters", min=1, max=8,
+                                     help="Interpreters side by side for a --source run (model.interpreters)."),
+    frames: int = typer.Option(600, "--frames", min=1, help="Frames for a --source run."),
+    loop: bool = typer.Option(False, "--loop", help="Loop a file --source (short clips)."),
+    fps: float | None = typer.Option(None, "--fps", help="Source frame rate for images/folders."),
+    no_motion: bool = typer.Option(False, "--no-motion", help="Gate off: infer every frame."),
+    scenario: list[str] = typer.Option([], "--scenario", help="Suite scenarios to run (default: all)."),
+    scale: float = typer.Option(1.0, "--scale", min=0.001, help="Shorten the suite's scenarios (0.1 = quick look)."),
+    bare_seconds: float = typer.Option(6.0, "--bare-seconds", min=0.1, help="Bare interpreter time, each side."),
+    no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the cold `edgecam run` process."),
+    priority: str = typer.Option("normal", "--priority", help="model.priority for a --source run: normal or "
+                                 "realtime (bare and pipeline alike)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=20,
+                               help="Run gate-off scenarios N times; report the median run and the range."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
+    chart: Path | None = typer.Option(None, "--chart", help="Write the stage-breakdown PNG here."),
+    doc: Path | None = typer.Option(None, "--doc", help="Write the Markdown report (docs/PERFORMANCE.md) here."),
+) -> None:
+    """Bare interpreter vs the full pipeline, side by side: ratios, per-stage ms, bytes/hour, RSS, start-up."""
+    from models.bench.cli import bench_command
+
+    bench_command(source=source, model=model, threads=threads, frames=frames, loop=loop, fps=fps,
+                  no_motion=no_motion, scenarios=scenario, scale=scale, bare_seconds=bare_seconds,
+                  cold_start=not no_cold_start, json_out=json_out, chart=chart, doc=doc, interpreters=interpreters,
+                  repeat=repeat, priority=priority)
+
+
+def register(root: typer.Typer) -> None:
+    """Mount ``edgecam model …`` and ``edgecam bench`` on the root app (``edgecam.commands`` entry point)."""
+    root.add_typer(app, name="model", help="Inspect, benchmark and verify detection models.")
+    root.command("bench")(bench)

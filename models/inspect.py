@@ -15,7 +15,7 @@ from agent.errors import ModelError
 from agent.vision.detector import load_labels
 from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime, TensorInfo
-from models.manifest import MANIFEST_NAME, ModelManifest, load_manifest, sha256_file
+from agent.vision.manifest import MANIFEST_NAME, ModelManifest, load_manifest, sha256_file
 
 
 @dataclass(slots=True)

@@ -17,8 +17,8 @@ from agent.errors import ModelError
 from agent.vision.detector import load_labels
 from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime
+from agent.vision.manifest import ModelManifest, sha256_file
 from models.inspect import check_label_count, head_classes, resolve
-from models.manifest import ModelManifest, sha256_file
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.bench.broker import LocalBroker, find_mosquitto, free_port, wait_port
+from provisioning.local_broker import LocalBroker, find_mosquitto, free_port, wait_port
 
 __all__ = ["MOSQUITTO", "Broker", "free_port", "wait_port"]
 

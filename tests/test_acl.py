@@ -199,8 +199,8 @@ def _transport(tmp_path: Path, broker, ident, node_id: str):
 
 
 def test_centre_commands_a_real_node_transport_over_mtls(tls_broker, pki, clients, tmp_path) -> None:
-    from provisioning.centre.command import send_command
-    from provisioning.centre.mqtt import MqttOptions
+    from centre.command import send_command
+    from centre.mqtt import MqttOptions
 
     watch = _centre(clients, tls_broker, pki, "watch")
     watch.subscribe("edgecam/v1/node-c/state")

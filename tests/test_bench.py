@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from agent.bench.metrics import HOST_STAGES, ON_MAIN_THREAD, STAGES
+from models.bench.metrics import HOST_STAGES, ON_MAIN_THREAD, STAGES
 from tests.conftest import shared
 
 FRAMES = 40
@@ -127,7 +127,7 @@ def test_bad_bench_arguments_are_one_line_errors(args, needle):
 
 def test_broker_ports_stay_out_of_the_ephemeral_range():
     """A restarted test broker must get its port back; outgoing connections never take ports below this range."""
-    from agent.bench.broker import _ephemeral_low, free_port
+    from provisioning.local_broker import _ephemeral_low, free_port
 
     low = _ephemeral_low()
     if low is None:
@@ -174,7 +174,7 @@ def test_repeated_runs_report_the_median_run_whole(tmp_path):
 
 
 def test_checks_of_a_repeated_scenario_show_the_range():
-    from agent.bench.suite import evaluate
+    from models.bench.suite import evaluate
 
     runs = [{"inference_ratio": r, "host_share_of_invoke": h} for r, h in ((0.97, 0.08), (0.91, 0.12), (0.93, 0.11))]
     derived = {"every-frame": {"inference_ratio": 0.93, "host_share_of_invoke": 0.11, "runs": runs,

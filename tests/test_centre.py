@@ -21,8 +21,8 @@ import simplejpeg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.contract import Event, ModelRef, ThumbRef
-from provisioning.centre.receiver import Receiver
-from provisioning.centre.store import Store
+from centre.receiver import Receiver
+from centre.store import Store
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-OPEN = "import sys; from provisioning.centre.store import Store; Store(sys.argv[1]).close()"
+OPEN = "import sys; from centre.store import Store; Store(sys.argv[1]).close()"
 
 
 def test_concurrent_receivers_open_one_new_store(tmp_path):

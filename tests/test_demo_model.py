@@ -13,8 +13,8 @@ from agent.config import DetectConfig, ModelConfig
 from agent.sources.base import Frame
 from agent.sources.scene import LABELS, StreetScene
 from agent.vision.detector import Detector
+from agent.vision.manifest import load_manifest, sha256_file
 from models.evaluate import Box, SceneDetector, evaluate, match
-from models.manifest import load_manifest, sha256_file
 from tests.conftest import REPO
 
 DEMO = REPO / "models" / "demo"

@@ -13,10 +13,10 @@ import pytest
 
 from agent.config import DetectConfig, ModelConfig, SyntheticSource, build_config
 from agent.errors import ConfigError, ModelError
-from agent.inference_lanes import InferenceLanes, resolved
 from agent.sources.base import Frame
 from agent.sources.synthetic import SyntheticSceneSource
 from agent.vision.detector import Detector
+from agent.vision.inference_lanes import InferenceLanes, resolved
 from tests.conftest import shared
 
 

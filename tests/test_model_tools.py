@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ModelError
-from models.bench import bench_model
-from models.manifest import load_manifest, sha256_file
+from agent.vision.manifest import load_manifest, sha256_file
+from models.bench.invoke import bench_model
 from models.verify import first_failure, verify_folder
 from tests.conftest import REPO, shared
 

@@ -79,7 +79,7 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     if cfg.path is None and not (path / "manifest.json").exists():
         raise ModelError(f"{path}: the bundled demo model is missing (see models/train/README.md)")
     if path.is_dir():
-        from models.manifest import load_manifest
+        from agent.vision.manifest import load_manifest
 
         man = load_manifest(path)
         labels_file = cfg.labels or path / man.labels

@@ -27,8 +27,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from agent.sources.scene import LABELS
-from models.evaluate import SceneDetector, evaluate
-from models.manifest import (
+from agent.vision.manifest import (
     InputSpec,
     Metrics,
     ModelManifest,
@@ -38,6 +37,7 @@ from models.manifest import (
     sha256_file,
     write_manifest,
 )
+from models.evaluate import SceneDetector, evaluate
 from models.train.data import STRIDE, render_set
 from models.train.net import build_model, decode, losses
 

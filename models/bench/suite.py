@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.bench.scenario import Scenario
+from models.bench.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("EDGECAM_SHARED_DATA", REPO.parent / "shared" / "data"))

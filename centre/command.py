@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from agent.config import format_validation_error
 from agent.contract import CommandRequest, CommandResponse, Topics
 from agent.errors import EdgecamError
-from provisioning.centre.mqtt import MqttOptions, connect_blocking, make_client
+from centre.mqtt import MqttOptions, connect_blocking, make_client
 
 
 def parse_args(text: str) -> dict[str, Any]:

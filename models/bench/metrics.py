@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agent.bench.scenario import CAMERA_STREAM_BPS, ScenarioResult
+from models.bench.scenario import CAMERA_STREAM_BPS, ScenarioResult
 
 #: stage key → (label, thread it runs on)
 STAGES: dict[str, tuple[str, str]] = {

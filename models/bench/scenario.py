@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.bench.bare import BareResult, measure_bare
-from agent.bench.meter import ByteMeter, KindTotals
 from agent.config import AgentConfig, build_config
 from agent.errors import EdgecamError
 from agent.memory import peak_rss_mb, reset_peak_rss, rss_mb
+from models.bench.bare import BareResult, measure_bare
+from models.bench.meter import ByteMeter, KindTotals
 
 #: a camera's own H.264 stream, the yardstick for "bytes on the city's shared uplink"
 CAMERA_STREAM_BPS = 2_000_000
@@ -128,8 +128,8 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
 
         def _build(self) -> None:
             if predecoded:
-                from agent.bench.replay import ReplaySource
                 from agent.sources import open_source
+                from models.bench.replay import ReplaySource
 
                 once = cfg.source.model_copy(update={"loop": False})
                 self.source = ReplaySource(open_source(once, cfg.capture.decode_threads))

@@ -30,9 +30,9 @@ from agent.contract import (
     OtaStatus,
     State,
 )
-from provisioning.centre.mqtt import MqttOptions, connect_blocking, make_client
-from provisioning.centre.store import Store
-from provisioning.centre.view import EventView
+from centre.mqtt import MqttOptions, connect_blocking, make_client
+from centre.store import Store
+from centre.view import EventView
 
 log = logging.getLogger("edgecam.centre")
 

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.bench.broker import LocalBroker
-from agent.bench.metrics import derive_runs
-from agent.bench.report import machine, markdown, print_tables, write_chart
-from agent.bench.scenario import Scenario, run_scenario
-from agent.bench.suite import evaluate
+from models.bench.metrics import derive_runs
+from models.bench.report import machine, markdown, print_tables, write_chart
+from models.bench.scenario import Scenario, run_scenario
+from models.bench.suite import evaluate
+from provisioning.local_broker import LocalBroker
 
 NOTES = [
     "## How to read this",

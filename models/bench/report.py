@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from agent.bench.metrics import ON_MAIN_THREAD, STAGES
+from models.bench.metrics import ON_MAIN_THREAD, STAGES
 
 
 def machine() -> dict[str, Any]:

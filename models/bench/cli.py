@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.bench.runner import BenchOutputs, run_bench
-from agent.bench.scenario import Scenario
-from agent.bench.suite import acceptance_scenarios
 from agent.errors import EdgecamError
+from models.bench.runner import BenchOutputs, run_bench
+from models.bench.scenario import Scenario
+from models.bench.suite import acceptance_scenarios
 
 
 def custom_scenario(source: str, model: Path | None, threads: int, frames: int, loop: bool, fps: float | None,

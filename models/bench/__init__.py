@@ -5,9 +5,3 @@ threads), the full pipeline through a real Mosquitto (``scenario``), the bytes i
 (``meter``), and a cold ``edgecam run`` for start-up time and peak RSS. ``metrics`` turns raw counters into
 ratios, ``report`` into a table, a PNG and ``docs/PERFORMANCE.md``.
 """
-
-from __future__ import annotations
-
-from agent.bench.runner import BenchOutputs, run_bench
-
-__all__ = ["BenchOutputs", "run_bench"]

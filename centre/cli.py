@@ -1,0 +1,93 @@
+"""``edgecam centre …``: the reference centre's receiver, store summary and command client.
+
+Mounted on the ``edgecam`` CLI through the ``edgecam.commands`` entry point; paho and sqlite are imported
+inside the commands so ``edgecam --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+centre_app = typer.Typer(help="Reference centre: receive events and thumbnails, query the store, command nodes.",
+                         no_args_is_help=True)
+
+
+@centre_app.command("listen")
+def centre_listen(
+    mqtt: str = typer.Option(..., "--mqtt", help="mqtt://host:port or mqtts://host:port"),
+    store: Path = typer.Option(..., "--store", help="Folder for centre.sqlite3 and thumbs/."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Centre client certificate."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Centre client key."),
+    group: str = typer.Option("centre", "--group", help="Shared-subscription group: receivers in it split the load. "
+                               "'' for one receiver whose persistent session the broker queues while it is down."),
+    until_idle: float | None = typer.Option(None, "--until-idle", min=0.1,
+                                            help="Exit after this many seconds without a message."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-event lines, only the summary."),
+    client_id: str | None = typer.Option(None, "--client-id", help="MQTT client id (default: random)."),
+    session_expiry: int = typer.Option(
+        0, "--session-expiry", min=0,
+        help="Keep a persistent session this many seconds (the broker queues events while the receiver is "
+             "down); needs --client-id."),
+) -> None:
+    """Receive events, thumbnails, state and replies from the fleet into a SQLite store."""
+    import logging
+
+    from centre.mqtt import MqttOptions
+    from centre.receiver import run_listen
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agent.errors import EdgecamError
+
+    if session_expiry and not client_id:
+        raise EdgecamError("--session-expiry: needs a stable --client-id (a random one would strand the session)")
+    opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
+    raise typer.Exit(run_listen(opts, store, group=group, until_idle=until_idle, quiet=quiet,
+                                session_expiry=session_expiry))
+
+
+@centre_app.command("summary")
+def centre_summary(
+    store: Path = typer.Option(..., "--store", help="Folder given to `edgecam centre listen --store`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """What a centre store holds: counts per node, label and type, tracks, thumbnails."""
+    from centre.store import open_existing
+    from centre.view import print_summary
+
+    with open_existing(store) as st:
+        summary = st.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+
+
+@centre_app.command("command")
+def centre_command(
+    node_id: str = typer.Argument(..., help="Target node id."),
+    op: str = typer.Argument(..., help="ping, snapshot, get_config, set_log_level, restart"),
+    args: str = typer.Option("{}", "--args", help="JSON object of arguments."),
+    mqtt: str = typer.Option(..., "--mqtt", help="mqtt://host:port or mqtts://host:port"),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Centre client certificate."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Centre client key."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the reply."),
+    client_id: str | None = typer.Option(None, "--client-id", help="MQTT client id (default: random)."),
+) -> None:
+    """Send a command to a node (MQTT 5 request/response) and print its reply; non-zero exit on error."""
+    from centre.command import parse_args, send_command
+    from centre.mqtt import MqttOptions
+
+    opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
+    res = send_command(opts, node_id, op, parse_args(args), timeout=timeout)
+    typer.echo(res.model_dump_json(exclude_none=True))
+    raise typer.Exit(0 if res.status == "ok" else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``edgecam centre`` on the root app."""
+    app.add_typer(centre_app, name="centre")
