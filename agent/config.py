@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from agent.contract.ids import NodeId
 from agent.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -249,7 +250,7 @@ class HealthConfig(Section):
 
 
 class AgentConfig(Section):
-    node_id: str = Field("edgecam-dev", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    node_id: NodeId = "edgecam-dev"
     camera_id: str = Field("cam0", min_length=1)
     state_dir: Path = Path("var/edgecam")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,5 +1,5 @@
-"""Render the MQTT contract v1 from the payload models: one JSON Schema per payload and an AsyncAPI 3
-document (``docs/asyncapi.json``). ``edgecam contract --check`` (and a test) fail when docs are stale."""
+"""Render the MQTT contract v1 from the channel table and payload models: one JSON Schema per payload and an
+AsyncAPI 3 document (``docs/asyncapi.json``). ``edgecam contract --check`` (and a test) fail when docs are stale."""
 
 from __future__ import annotations
 
@@ -12,29 +12,11 @@ from pydantic import BaseModel
 from agent import contract as c
 from agent.config import AgentConfig
 
-#: (channel key, address under the node root or absolute, action from the node's view, message model,
-#:  qos, retained, description)
-CHANNELS: list[tuple[str, str, str, type[BaseModel] | None, int, bool, str]] = [
-    ("state", "{node_id}/state", "send", c.State, 1, True,
-     "Birth/death certificate, also the MQTT Will; republished on every connect and when the centre comes online"),
-    ("health", "{node_id}/health", "send", c.Health, 0, False, "Periodic health; message expiry 2 × period"),
-    ("events", "{node_id}/events", "send", c.Event, 1, False,
-     "Track events; delivery at least once, consumers upsert by event_id"),
-    ("thumbs", "{node_id}/thumbs/{event_id}", "send", None, 1, False,
-     "Raw JPEG bytes of the thumbnail an event references (MQTT 5 content type image/jpeg)"),
-    ("cmdReq", "{node_id}/cmd/req", "receive", c.CommandRequest, 1, False,
-     "Commands; MQTT 5 response topic and correlation data honoured; repeated cmd_id ignored"),
-    ("cmdRes", "{node_id}/cmd/res", "send", c.CommandResponse, 1, False, "Command replies"),
-    ("configDesired", "{node_id}/config/desired", "receive", c.ConfigDesired, 1, True, "Desired agent config"),
-    ("configReported", "{node_id}/config/reported", "send", c.ConfigReported, 1, True,
-     "Applied config version or rejection reason"),
-    ("otaJob", "{node_id}/ota/job", "receive", c.OtaJob, 1, True, "OTA job pointing at a signed release"),
-    ("otaStatus", "{node_id}/ota/status", "send", c.OtaStatus, 1, True, "OTA progress"),
-    ("centreState", "/centre/state", "receive", c.CentreState, 1, True,
-     "Centre online state; nodes republish state when it comes online"),
-]
-
-SCHEMA_MODELS = sorted({m for *_, m, _q, _r, _d in CHANNELS if m is not None}, key=lambda m: m.__name__)
+SCHEMA_MODELS = sorted({ch.payload for ch in c.CHANNELS if ch.payload is not None}, key=lambda m: m.__name__)
+PARAMETERS = {
+    "node_id": f"node id: matches {c.NODE_ID_PATTERN}, not one of {', '.join(sorted(c.RESERVED_NODE_IDS))}",
+    "event_id": "the event_id of the event whose thumb this is",
+}
 
 
 def schema_of(model: type[BaseModel], ref_root: str = "#/$defs/{model}") -> dict[str, Any]:
@@ -62,39 +44,61 @@ def render() -> dict[str, str]:
     return files
 
 
+def camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def message(ch: c.Channel) -> tuple[str, dict[str, Any]]:
+    if ch.payload is None:
+        raw = {"type": "string", "format": "binary", "description": "raw JPEG bytes, no base64"}
+        return "Thumbnail", {"name": "Thumbnail", "contentType": ch.content_type, "payload": raw}
+    name = ch.payload.__name__
+    return name, {"name": name, "contentType": ch.content_type, "payload": {"$ref": f"#/components/schemas/{name}"}}
+
+
 def asyncapi(schemas: dict[str, Any]) -> dict[str, Any]:
+    """One channel per table row; operations from the node's view (``send`` what it publishes, ``receive``
+    the rest); ``x-edgecam-publishers``/``-subscribers`` name the identities the broker ACL grants."""
     channels, operations, messages = {}, {}, {}
-    for key, address, action, model, qos, retain, desc in CHANNELS:
-        full = c.ROOT + address if address.startswith("/") else f"{c.ROOT}/{address}"
-        params = {p: {"description": f"{p} (see DESIGN.md)"} for p in ("node_id", "event_id") if f"{{{p}}}" in full}
-        msg_name = model.__name__ if model else "Thumbnail"
-        messages[msg_name] = (
-            {"name": msg_name, "contentType": "application/json",
-             "payload": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            if model else
-            {"name": "Thumbnail", "contentType": "image/jpeg",
-             "payload": {"type": "string", "format": "binary", "description": "raw JPEG bytes, no base64"}}
-        )
-        channels[key] = {"address": full, "description": desc, **({"parameters": params} if params else {}),
-                         "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}}}
+    for ch in c.CHANNELS:
+        key = camel(ch.key)
+        msg_name, msg = message(ch)
+        messages[msg_name] = msg
+        params = {p: {"description": PARAMETERS[p]} for p in ch.params}
+        channels[key] = {"address": ch.address, "description": ch.description,
+                         **({"parameters": params} if params else {}),
+                         "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
+                         "x-edgecam-publishers": sorted(ch.publishers), "x-edgecam-subscribers": sorted(ch.subscribers)}
+        action = "send" if c.NODE in ch.publishers else "receive"
         operations[f"{action}{key[0].upper()}{key[1:]}"] = {
             "action": action, "channel": {"$ref": f"#/channels/{key}"},
-            "bindings": {"mqtt": {"qos": qos, "retain": retain, "bindingVersion": "0.2.0"}},
+            "bindings": {"mqtt": {"qos": ch.qos, "retain": ch.retain, "bindingVersion": "0.2.0"}},
         }
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "edgecam MQTT contract", "version": f"{c.CONTRACT_VERSION}.0.0",
                  "description": "What a camera node publishes and accepts. Unknown fields must be ignored; "
-                                "breaking changes bump v1. Generated by `edgecam contract` from agent/contract.py."},
+                                "breaking changes bump v1. Generated by `edgecam contract` from the channel table "
+                                "in agent/contract/channels.py."},
         "defaultContentType": "application/json",
         "channels": channels, "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }
 
 
+def _leftovers(out: Path, files: dict[str, str]) -> list[str]:
+    """Schema files in ``out`` no payload generates any more (a model that left the contract)."""
+    return sorted(rel for path in (out / "schemas").glob("*.schema.json")
+                  if (rel := path.relative_to(out).as_posix()) not in files)
+
+
 def write_docs(out: Path) -> list[Path]:
+    files = render()
+    for rel in _leftovers(out, files):
+        (out / rel).unlink()
     written = []
-    for rel, text in render().items():
+    for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -103,10 +107,7 @@ def write_docs(out: Path) -> list[Path]:
 
 
 def check_docs(out: Path) -> list[str]:
-    """Relative paths that are missing or differ from what the models generate."""
-    stale = []
-    for rel, text in render().items():
-        path = out / rel
-        if not path.exists() or path.read_text() != text:
-            stale.append(rel)
-    return stale
+    """Relative paths that are missing, differ from what the models generate, or are no longer generated."""
+    files = render()
+    stale = [rel for rel, text in files.items() if not (out / rel).exists() or (out / rel).read_text() != text]
+    return stale + _leftovers(out, files)

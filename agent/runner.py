@@ -165,7 +165,7 @@ class Agent:
             raise ValueError("snapshot does not fit the thumbnail byte budget")
         snap_id = uuid7()
         self.transport.publish_snapshot(thumb.jpeg, snap_id)
-        return {"topic": Topics(self.cfg.node_id).thumb(snap_id), "frame_ts": frame.ts,
+        return {"topic": Topics(self.cfg.node_id).thumbs(snap_id), "frame_ts": frame.ts,
                 **thumb.ref.model_dump()}
 
     def _on_config(self, new_cfg: AgentConfig, version: int) -> bool:

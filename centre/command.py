@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config import format_validation_error
-from agent.contract import CommandRequest, CommandResponse, Topics
+from agent.contract import CommandRequest, CommandResponse, Topics, node_id_problem
 from agent.errors import EdgecamError
 from centre.mqtt import MqttOptions, connect_blocking, make_client
 
@@ -43,6 +43,9 @@ def send_command(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any],
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
+    problem = node_id_problem(node_id)
+    if problem:
+        raise EdgecamError(f"node id: {problem}")
     req = build_request(op, args)
     topics = Topics(node_id)
     client = make_client(opts)

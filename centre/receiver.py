@@ -18,45 +18,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from agent.config import format_validation_error
-from agent.contract import (
-    ROOT,
-    CommandResponse,
-    ConfigReported,
-    Event,
-    Health,
-    OtaStatus,
-    State,
-)
+from agent.contract import BY_KEY, CENTRE, Channel, Event, match_topic, node_id_problem
 from centre.mqtt import MqttOptions, connect_blocking, make_client
 from centre.store import Store
 from centre.view import EventView
 
 log = logging.getLogger("edgecam.centre")
 
-NOT_NODES = frozenset({"centre", "fleet", "enrol"})
-STATUS_MODELS: dict[str, type[BaseModel]] = {
-    "state": State,
-    "health": Health,
-    "cmd/res": CommandResponse,
-    "config/reported": ConfigReported,
-    "ota/status": OtaStatus,
-}
+#: channels the receiver stores their latest message of, per node (the store's ``kind`` is the topic tail)
+STATUS_CHANNELS = ("state", "health", "cmd_res", "config_reported")
+#: everything the receiver consumes; its subscriptions are these rows of the channel table
+CONSUMED = ("events", "thumbs", *STATUS_CHANNELS)
+#: the heavy streams go through a shared subscription so several receivers split them
+SHARED = frozenset({"events", "thumbs"})
+
+
+def status_kind(ch: Channel) -> str:
+    """``cmd/res`` for ``{node_id}/cmd/res``: the key the store has always used."""
+    return ch.template.split("/", 1)[1]
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
-    """Shared for the heavy streams, plain for the per-node status topics.
+    """Shared for the heavy streams, plain for the per-node status topics, each at its channel's QoS.
 
     An empty ``group`` subscribes plainly: one receiver only, but Mosquitto 2.0 queues plain subscriptions
     of a persistent session while the receiver is offline, and does not queue shared ones (measured with
     2.0.11: events published while every member of a share group was disconnected never reached it).
     """
-    prefix = f"$share/{group}/" if group else ""
-    shared = [f"{prefix}{ROOT}/+/events", f"{prefix}{ROOT}/+/thumbs/+"]
-    plain = [f"{ROOT}/+/{kind}" for kind in STATUS_MODELS]
-    return [(t, 1) for t in shared + plain]
+    subs = []
+    for key in CONSUMED:
+        ch = BY_KEY[key]
+        if CENTRE not in ch.subscribers:
+            raise ValueError(f"channel {key}: the contract does not let the centre subscribe to it")
+        shared = f"$share/{group}/" if group and key in SHARED else ""
+        subs.append((shared + ch.filter(), ch.qos))
+    return subs
 
 
 @dataclass
@@ -104,24 +103,24 @@ class Receiver:
             log.error("store error on %s: %s", topic, exc)
 
     def _route(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) < 4 or "/".join(parts[:2]) != ROOT:
-            raise ValueError("not an edgecam/v1 node topic")
-        node_id, rest = parts[2], "/".join(parts[3:])
-        if node_id in NOT_NODES:
-            return
-        if rest == "events":
+        found = match_topic(topic)
+        if found is None:
+            raise ValueError("not a channel of the edgecam/v1 contract")
+        ch, params = found
+        if ch.key not in CONSUMED:
+            return  # e.g. centre/state, which also matches the `+/state` subscription
+        node_id = params["node_id"]
+        problem = node_id_problem(node_id)
+        if problem:
+            raise ValueError(f"node id: {problem}")
+        if ch.key == "events":
             self._event(topic, node_id, payload)
-        elif len(parts) == 5 and parts[3] == "thumbs":
-            self._thumb(topic, node_id, parts[4], payload)
-        elif rest in STATUS_MODELS:
-            if not payload:  # a cleared retained message
-                return
-            msg = STATUS_MODELS[rest].model_validate_json(payload)
-            self.store.set_status(node_id, rest, json.loads(msg.model_dump_json()))
+        elif ch.key == "thumbs":
+            self._thumb(topic, node_id, params["event_id"], payload)
+        elif payload and ch.payload is not None:  # an empty payload is a cleared retained message
+            msg = ch.payload.model_validate_json(payload)
+            self.store.set_status(node_id, status_kind(ch), json.loads(msg.model_dump_json()))
             self.stats.status += 1
-        else:
-            raise ValueError(f"unexpected topic level {rest!r}")
 
     def _event(self, topic: str, node_id: str, payload: bytes) -> None:
         ev = Event.model_validate_json(payload)

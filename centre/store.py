@@ -22,14 +22,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.contract import Event
+from agent.contract import Event, is_node_id, node_id_problem
 from agent.errors import EdgecamError
 
 DB_NAME = "centre.sqlite3"
 PENDING_MAX_AGE_S = 86_400
 """A thumbnail whose event has not come within a day is dropped (bounds what a node can park here)."""
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-"""Ids that become file names (node folder, ``{event_id}.jpg``): no slashes, no leading dot."""
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""Event ids become file names (``{event_id}.jpg``): no slashes, no leading dot (always ``fullmatch``).
+Node ids (the folder) follow the contract's node-id rule."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS pending_thumbs (
 );
 CREATE TABLE IF NOT EXISTS node_status (
     node_id TEXT NOT NULL,
-    kind TEXT NOT NULL,         -- state, health, cmd/res, config/reported, ota/status
+    kind TEXT NOT NULL,         -- state, health, cmd/res, config/reported
     payload TEXT NOT NULL,
     received_at TEXT NOT NULL,
     PRIMARY KEY (node_id, kind)
@@ -180,8 +181,10 @@ class Store:
 
     def add_event(self, ev: Event) -> EventResult:
         """Upsert by ``event_id`` (a redelivery bumps ``deliveries``); join a thumbnail that came first."""
-        if not SAFE_ID.match(ev.event_id):
+        if not SAFE_ID.fullmatch(ev.event_id):
             raise ValueError(f"event_id {ev.event_id!r} is not a safe id")
+        if not is_node_id(ev.node_id):
+            raise ValueError(f"node_id: {node_id_problem(ev.node_id)}")
         now = _now()
         payload = ev.model_dump_json()
         sha = ev.thumb.sha256 if ev.thumb else None
@@ -217,7 +220,7 @@ class Store:
 
     def add_thumb(self, node_id: str, event_id: str, data: bytes) -> ThumbStatus:
         """Verify against the event's ``thumb.sha256`` and write the file, or park it until the event comes."""
-        if not (SAFE_ID.match(node_id) and SAFE_ID.match(event_id)):
+        if not (is_node_id(node_id) and SAFE_ID.fullmatch(event_id)):
             raise ValueError(f"thumbs/{event_id} of {node_id}: not a safe id")
         with self._tx() as db:
             row = db.execute("SELECT node_id, thumb_sha256, thumb_status FROM events WHERE event_id = ?",

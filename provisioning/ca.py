@@ -2,8 +2,9 @@
 
 Client identities (nodes and the centre) carry their id as the certificate CN; Mosquitto's
 ``use_identity_as_username`` turns that CN into the MQTT username, so the ACL's ``%u`` patterns confine
-each node to ``edgecam/v1/{CN}/…``. That is why ids are validated here: a CN with ``/``, ``+`` or ``#``,
-or one equal to a reserved topic level (``centre``, ``fleet``, ``enrol``), would escape its subtree.
+each node to ``edgecam/v1/{CN}/…``. That is why ids are validated here, with the contract's node-id rule
+(``agent.contract.ids``): a CN with ``/``, ``+`` or ``#``, or one equal to a level that is not a node
+(``centre``, ``fleet``, ``enrol``), would escape its subtree.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.contract.ids import identity_problem, node_id_problem
 from agent.errors import EdgecamError
-
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RESERVED_IDS = frozenset({"centre", "fleet", "enrol"})
-"""Topic levels under ``edgecam/v1/`` that are not nodes; a node with such a CN would own them."""
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
@@ -129,11 +126,13 @@ def common_name(cert: x509.Certificate) -> str:
 
 
 def check_client_id(name: str, *, what: str = "node id", allow_reserved: bool = False) -> str:
-    """Reject ids that would break topic confinement (wildcards, slashes, reserved levels)."""
-    if not NODE_ID_RE.match(name):
-        raise CaError(f"{what} {name!r}: must match {NODE_ID_RE.pattern} (it becomes a topic level)")
-    if not allow_reserved and name in RESERVED_IDS:
-        raise CaError(f"{what} {name!r}: reserved topic level under edgecam/v1/ ({', '.join(sorted(RESERVED_IDS))})")
+    """Reject ids that would break topic confinement (wildcards, slashes, reserved levels).
+
+    Centre names follow the same lexical rule but may be a reserved level (the default centre is ``centre``).
+    """
+    problem = identity_problem(name) if allow_reserved else node_id_problem(name)
+    if problem:
+        raise CaError(f"{what}: {problem}")
     return name
 
 

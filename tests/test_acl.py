@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.contract import BY_KEY, CENTRE, CHANNELS, NODE
 from tests.tls import Client, Pki, start_tls_broker, wait
 
 NOT_AUTHORIZED = 0x87
@@ -91,24 +92,66 @@ def test_node_cannot_publish_control_topics(tls_broker, pki, clients) -> None:
     a = _node(clients, tls_broker, pki, "node-a")
     a.subscribe("edgecam/v1/node-a/cmd/req")
     for topic in ("edgecam/v1/node-a/cmd/req", "edgecam/v1/node-b/cmd/req", "edgecam/v1/node-a/config/desired",
-                  "edgecam/v1/node-a/ota/job", "edgecam/v1/centre/state", "edgecam/v1/fleet/releases/stable",
-                  "edgecam/v1/enrol/someone/cert"):
+                  "edgecam/v1/centre/state"):
         assert a.publish(topic, b"{}").value == NOT_AUTHORIZED, topic
     assert accepted(a.publish("edgecam/v1/node-a/cmd/res", b"{}"))
     assert not a.topics()  # its own cmd/req publish never came back to it
 
 
-def test_node_reads_centre_state_and_releases_only_the_centre_writes(tls_broker, pki, clients) -> None:
+def test_node_reads_centre_state_only_the_centre_writes(tls_broker, pki, clients) -> None:
     centre = _centre(clients, tls_broker, pki)
     assert accepted(centre.publish("edgecam/v1/centre/state", b'{"online":true}', retain=True))
-    assert accepted(centre.publish("edgecam/v1/fleet/releases/stable", b'{"release":"1"}', retain=True))
-    assert accepted(centre.publish("edgecam/v1/node-a/ota/job", b'{"release":"1"}', retain=True))
     a = _node(clients, tls_broker, pki, "node-a")
-    for topic in ("edgecam/v1/centre/state", "edgecam/v1/fleet/releases/#", "edgecam/v1/node-a/ota/job"):
-        a.subscribe(topic)
-    assert wait(lambda: len(a.topics()) == 3), a.topics()
-    for topic in ("edgecam/v1/centre/state", "edgecam/v1/fleet/releases/stable", "edgecam/v1/node-a/ota/job"):
-        assert accepted(centre.publish(topic, b"", retain=True))  # clear retained for other tests
+    a.subscribe("edgecam/v1/centre/state")
+    assert wait(lambda: a.topics() == ["edgecam/v1/centre/state"]), a.topics()
+    assert accepted(centre.publish("edgecam/v1/centre/state", b"", retain=True))  # clear retained for other tests
+
+
+def test_channels_nothing_implements_are_denied(tls_broker, pki, clients) -> None:
+    """OTA, fleet-release and enrolment topics are not in the channel table, so nobody is granted them."""
+    centre = _centre(clients, tls_broker, pki)
+    centre.subscribe("edgecam/v1/#")
+    a = _node(clients, tls_broker, pki, "node-a")
+    a.subscribe("edgecam/v1/#")
+    for topic in ("edgecam/v1/node-a/ota/status", "edgecam/v1/enrol/node-a/csr"):
+        assert a.publish(topic, b"{}").value == NOT_AUTHORIZED, topic
+    for topic in ("edgecam/v1/node-a/ota/job", "edgecam/v1/fleet/releases/stable", "edgecam/v1/enrol/node-a/cert"):
+        assert centre.publish(topic, b"{}").value == NOT_AUTHORIZED, topic
+    assert accepted(a.publish("edgecam/v1/node-a/events", b"{}"))  # positive controls, sent last
+    assert accepted(centre.publish("edgecam/v1/node-a/cmd/req", b"{}"))
+    assert wait(lambda: "edgecam/v1/node-a/events" in centre.topics() and a.topics())
+    assert centre.topics() == ["edgecam/v1/node-a/events"] and a.topics() == ["edgecam/v1/node-a/cmd/req"]
+
+
+#: a channel each identity reads, published last: once it arrived, everything sent before it has too
+SENTINEL = {"node-a": ("cmd_req", "centre"), "node-b": ("cmd_req", "centre"), "centre": ("events", "node-a")}
+
+
+@pytest.mark.parametrize("ch", CHANNELS, ids=lambda ch: ch.key)
+def test_each_channel_is_granted_to_exactly_the_identities_the_table_names(tls_broker, pki, clients, ch) -> None:
+    """Node node-a, another node node-b and the centre each publish on node-a's instance of the channel and
+    subscribe to it: the broker's PUBACKs and deliveries follow the table (node-b only has node rights on
+    channels that are not per node, such as centre/state)."""
+    conns = {"node-a": _node(clients, tls_broker, pki, "node-a"), "node-b": _node(clients, tls_broker, pki, "node-b"),
+             "centre": _centre(clients, tls_broker, pki)}
+    per_node = "node_id" in ch.params
+    publish_ok = {"node-a": NODE in ch.publishers, "node-b": NODE in ch.publishers and not per_node,
+                  "centre": CENTRE in ch.publishers}
+    read_ok = {"node-a": NODE in ch.subscribers, "node-b": NODE in ch.subscribers and not per_node,
+               "centre": CENTRE in ch.subscribers}
+    topic = ch.topic(node_id="node-a", event_id="e1")
+    sentinels = {name: BY_KEY[key].topic(node_id=name if name != "centre" else "node-a")
+                 for name, (key, _by) in SENTINEL.items()}
+    for name, c in conns.items():
+        c.subscribe(topic)
+        c.subscribe(sentinels[name])
+    for name, c in conns.items():
+        assert accepted(c.publish(topic, b"{}")) == publish_ok[name], (name, topic)
+    for name, (_key, by) in SENTINEL.items():
+        assert accepted(conns[by].publish(sentinels[name], b"{}")), (by, sentinels[name])
+    for name, c in conns.items():
+        assert wait(lambda c=c, name=name: sentinels[name] in c.topics()), (name, c.topics())
+        assert (topic in c.topics()) == read_ok[name], (name, topic, c.topics())
 
 
 def test_centre_reads_everything_with_shared_subscriptions(tls_broker, pki, clients) -> None:
@@ -150,20 +193,6 @@ def test_client_id_is_the_certificate_cn(tls_broker, pki, clients) -> None:
     assert b.connected
     log = tls_broker.log()
     assert log.count(" as node-a (") == as_a + 1 and log.count(" as node-b (") == as_b
-
-
-def test_enrolment_topics_are_confined_to_the_claim_identity(tls_broker, pki, clients) -> None:
-    centre = _centre(clients, tls_broker, pki)
-    centre.subscribe("edgecam/v1/enrol/+/csr")
-    claim = _node(clients, tls_broker, pki, "claim-7")
-    claim.subscribe("edgecam/v1/enrol/claim-7/cert")
-    claim.subscribe("edgecam/v1/enrol/claim-8/cert")
-    assert claim.publish("edgecam/v1/enrol/claim-8/csr", b"x").value == NOT_AUTHORIZED
-    assert accepted(claim.publish("edgecam/v1/enrol/claim-7/csr", b"csr"))
-    assert wait(lambda: centre.topics() == ["edgecam/v1/enrol/claim-7/csr"]), centre.topics()
-    assert accepted(centre.publish("edgecam/v1/enrol/claim-8/cert", b"c8"))
-    assert accepted(centre.publish("edgecam/v1/enrol/claim-7/cert", b"c7"))
-    assert wait(lambda: claim.topics() == ["edgecam/v1/enrol/claim-7/cert"]), claim.topics()
 
 
 def test_insecure_loopback_listener_is_read_only(tmp_path: Path, pki, clients) -> None:
@@ -224,6 +253,37 @@ def test_centre_commands_a_real_node_transport_over_mtls(tls_broker, pki, client
         opts_d = MqttOptions.from_cli(opts.url, other.ca_cert, other.cert, other.key)
         with pytest.raises(EdgecamError, match="refused"):
             send_command(opts_d, "node-c", "ping", {}, timeout=5)
+    finally:
+        node.close()
+
+
+def test_node_transport_subscribes_to_and_handles_every_channel_it_may_read(tls_broker, pki, clients,
+                                                                           tmp_path) -> None:
+    """The real node subscribes to exactly the channels the table lets a node read, and answers each:
+    cmd/req → cmd/res, config/desired → config/reported, a live centre/state → state again."""
+    watch = _centre(clients, tls_broker, pki, "watch")
+    for ch in (BY_KEY["state"], BY_KEY["cmd_res"], BY_KEY["config_reported"]):
+        watch.subscribe(ch.topic(node_id="node-e"))
+    node = _transport(tmp_path, tls_broker, pki.node("node-e"), "node-e")
+    subscribed: list[tuple[str, int]] = []
+    real_subscribe = node.link.subscribe
+
+    def spy(topics: list[tuple[str, int]]) -> None:
+        subscribed.extend(topics)
+        real_subscribe(topics)
+
+    node.link.subscribe = spy
+    node.start()
+    try:
+        assert wait(lambda: watch.topics().count("edgecam/v1/node-e/state") == 1, 15), watch.topics()
+        expected = {(ch.topic(node_id="node-e"), ch.qos) for ch in CHANNELS
+                    if NODE in ch.subscribers and CENTRE in ch.publishers}
+        assert set(subscribed) == expected and len(subscribed) == len(expected)
+        assert accepted(watch.publish("edgecam/v1/node-e/cmd/req", json.dumps({"cmd_id": "c1", "op": "ping"})))
+        assert accepted(watch.publish("edgecam/v1/node-e/config/desired", b'{"version": 1, "config": {}}'))
+        assert accepted(watch.publish("edgecam/v1/centre/state", b'{"online": true}'))
+        assert wait(lambda: {"edgecam/v1/node-e/cmd/res", "edgecam/v1/node-e/config/reported"} <= set(watch.topics())
+                    and watch.topics().count("edgecam/v1/node-e/state") == 2, 15), watch.topics()
     finally:
         node.close()
 

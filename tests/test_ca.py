@@ -85,11 +85,29 @@ def test_issue_node_cert(tmp_path: Path) -> None:
         issue_node("cam-0042", tmp_path / "ca", tmp_path / "out")
 
 
-@pytest.mark.parametrize("bad", ["a/b", "cam+1", "cam#", "", "centre", "fleet", "enrol", "-x", "x" * 65])
-def test_ids_that_would_escape_their_subtree_are_refused(tmp_path: Path, bad: str) -> None:
-    init_ca(tmp_path / "ca")
-    with pytest.raises(CaError):
-        issue_node(bad, tmp_path / "ca", tmp_path / "out")
+BAD_NODE_IDS = ["a/b", "cam+1", "+", "cam#", "#", "", "centre", "fleet", "enrol", "centre\n", "cam-1\n", "-x",
+                "x" * 65]
+
+
+@pytest.fixture(scope="module")
+def ca_dir(tmp_path_factory) -> Path:
+    return init_ca(tmp_path_factory.mktemp("ids") / "ca").dir
+
+
+@pytest.mark.parametrize("bad", BAD_NODE_IDS)
+def test_ids_that_would_escape_their_subtree_are_refused(ca_dir: Path, tmp_path: Path, bad: str, capsys) -> None:
+    with pytest.raises(CaError, match="node id: "):
+        issue_node(bad, ca_dir, tmp_path / "out")
+    assert cli("ca", "issue", "--ca", str(ca_dir), "--out", str(tmp_path / "out"), "--", bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "node id: " in err[0] and repr(bad) in err[0], err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("good", ["cam-0042", "n1", "A.b_c-9", "x" * 64, "Centre", "centre-2", "fleet1"])
+def test_normal_node_ids_are_issued(ca_dir: Path, tmp_path: Path, good: str) -> None:
+    assert cli("ca", "issue", good, "--ca", str(ca_dir), "--out", str(tmp_path)) == 0
+    assert common_name(load_cert(tmp_path / f"{good}.crt")) == good
 
 
 def test_another_ca_does_not_verify(tmp_path: Path) -> None:

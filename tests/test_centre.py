@@ -303,6 +303,8 @@ def test_persistent_session_gets_what_was_published_while_the_receiver_was_down(
     (["centre", "command", "n1", "explode", "--mqtt", "mqtt://127.0.0.1:1"], "op"),
     (["centre", "command", "n1", "ping", "--mqtt", "http://x"], "mqtt://host:port"),
     (["centre", "command", "n1", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "cannot connect"),
+    (["centre", "command", "fleet", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "node id: 'fleet' is reserved"),
+    (["centre", "command", "a/b", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "node id: 'a/b' is not"),
     (["centre", "listen", "--mqtt", "mqtt://127.0.0.1:1", "--store", "{tmp}/s", "--group", "a/b"], "--group"),
     (["broker-config", "--ca", "{tmp}/none", "--out", "{tmp}/b"], "ca init"),
 ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.cli import run_overrides
@@ -52,6 +54,23 @@ def test_invalid_config_is_one_line_naming_the_field(tmp_path, toml, needle):
         load_config(path, environ={})
     msg = str(err.value)
     assert needle in msg and str(path) in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("bad", ["centre", "fleet", "enrol", "centre\n", "a/b", "+", "#", "x" * 65, ""])
+def test_node_ids_that_are_not_one_plain_topic_level_are_refused(tmp_path, bad):
+    """The contract's node-id rule, from a file and from --node-id alike: one line naming node_id."""
+    path = tmp_path / "node.toml"
+    path.write_text(f"node_id = {json.dumps(bad)}\n")  # a JSON string is a TOML basic string
+    for source in ({"path": path}, {"overrides": {"node_id": bad}}):
+        with pytest.raises(ConfigError) as err:
+            load_config(**source, environ={})
+        msg = str(err.value)
+        assert "node_id: " in msg and repr(bad) in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("good", ["cam-0042", "n1", "A.b_c-9", "x" * 64, "centre-2"])
+def test_normal_node_ids_are_accepted(good):
+    assert load_config(overrides={"node_id": good}, environ={}).node_id == good
 
 
 def test_missing_config_file(tmp_path):

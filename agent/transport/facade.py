@@ -104,14 +104,14 @@ class Transport:
         rows: list[Item] = []
         for event, thumb in items:
             if thumb:
-                rows.append(Item("thumb", self.topics.thumb(event.event_id), bytes(thumb), late))
+                rows.append(Item("thumb", self.topics.thumbs(event.event_id), bytes(thumb), late))
             rows.append(Item("event", self.topics.events, event.model_dump_json().encode(), late))
         self.outbox.put(rows)
         self._more.set()
 
     def publish_snapshot(self, jpeg: bytes, event_id: str) -> None:
         """A full-scene picture for the ``snapshot`` command: a thumbnail row (same delivery and limits)."""
-        self.outbox.put([Item("thumb", self.topics.thumb(event_id), bytes(jpeg), self.link.in_outage)])
+        self.outbox.put([Item("thumb", self.topics.thumbs(event_id), bytes(jpeg), self.link.in_outage)])
         self._more.set()
 
     def publish_health(self, health: Health) -> bool:
@@ -129,7 +129,7 @@ class Transport:
         size = self.link.max_packet_size
         if size is None:
             return None
-        overhead = publish_packet_size(self.topics.thumb("0" * 36), 0, self._props["thumb"]) + 4
+        overhead = publish_packet_size(self.topics.thumbs("0" * 36), 0, self._props["thumb"]) + 4
         return max(0, size - overhead)
 
     def stats(self) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class Transport:
         self._failures.clear()
         self._pause_until = 0.0
         self._publish_state(online=True)
-        self.link.subscribe([(self.topics.cmd_req, 1), (self.topics.config_desired, 1), (Topics.centre_state, 1)])
+        self.link.subscribe(self.topics.subscriptions())
         self._more.set()
 
     def on_link_down(self) -> None:

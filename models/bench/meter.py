@@ -1,6 +1,7 @@
-"""Count what a node puts on the uplink: a paho subscriber on ``edgecam/v1/{node}/#`` sums every message.
+"""Count what a node puts on the uplink: a paho subscriber on every channel the node publishes (from the
+contract's channel table) sums every message by channel key (``events``, ``thumbs``, ``health``, …).
 
-Two figures per topic kind: ``payload`` (exact payload bytes) and ``wire`` (the MQTT 5 PUBLISH packet the
+Two figures per channel: ``payload`` (exact payload bytes) and ``wire`` (the MQTT 5 PUBLISH packet the
 node sends: fixed header, topic, packet id for QoS > 0, properties as the subscriber sees them, payload).
 TCP/IP and TLS framing are not included (they depend on batching and cipher; roughly +5%).
 """
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-#: topic suffix → kind; the first match wins (``thumbs/{id}`` is a prefix match)
-KINDS = ("events", "thumbs", "health", "state", "config", "cmd", "ota")
+from agent.contract import NODE, publishes
 
 
 def _varint_len(n: int) -> int:
@@ -59,7 +59,9 @@ class ByteMeter:
 
         u = urlparse(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
-        self.prefix = f"edgecam/v1/{node_id}/"
+        #: (filter, qos) of every channel this node may publish; a message is counted under its channel's key
+        self.channels = publishes(NODE)
+        self.subscriptions = [(ch.filter(node_id=node_id), ch.qos) for ch in self.channels]
         self.totals: dict[str, KindTotals] = {}
         #: (bbox, thumb w, thumb h, thumb bytes) of every event that carried a thumbnail
         self.thumb_refs: list[tuple[list[float], int, int, int]] = []
@@ -73,11 +75,10 @@ class ByteMeter:
         self.client.on_message = self._on_message
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, _rc: Any, _props: Any = None) -> None:
-        client.subscribe(self.prefix + "#", qos=1)
+        client.subscribe(self.subscriptions)
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        rest = msg.topic[len(self.prefix):] if msg.topic.startswith(self.prefix) else msg.topic
-        kind = next((k for k in KINDS if rest == k or rest.startswith(k + "/")), "other")
+        kind = next((ch.key for ch in self.channels if ch.match(msg.topic) is not None), "other")
         size = wire_size(msg.topic, len(msg.payload), msg.qos, _props_len(getattr(msg, "properties", None)))
         with self._lock:
             tot = self.totals.setdefault(kind, KindTotals())

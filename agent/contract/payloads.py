@@ -1,7 +1,7 @@
-"""MQTT contract v1: the payload models and topic names the centre consumes.
+"""MQTT contract v1: the payload models (what goes inside the messages of the channel table).
 
-These models are the API of the product. ``edgecam contract export`` renders them to
-``docs/schemas/*.json`` and ``docs/asyncapi.yaml``; a test fails when those files are stale.
+These models are the API of the product. ``edgecam contract`` renders them to ``docs/schemas/*.json``
+and ``docs/asyncapi.json``; a test fails when those files are stale.
 Consumers must ignore unknown fields, so every model allows extra keys on input.
 """
 
@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 CONTRACT_VERSION = 1
-ROOT = "edgecam/v1"
 
 
 def utc_now() -> datetime:
@@ -152,48 +151,6 @@ class ConfigReported(Payload):
     restart: bool = False
 
 
-class OtaJob(Payload):
-    """Retained ``ota/job``: the centre points a node at a signed release manifest."""
-
-    release: str
-    channel: str | None = None
-    manifest_url: str | None = None
-
-
-class OtaStatus(Payload):
-    release: str
-    state: Literal["queued", "downloading", "verifying", "installing", "done", "failed", "rolled_back"]
-    progress: float = Field(0.0, ge=0, le=1)
-    error: str | None = None
-
-
 class CentreState(Payload):
     online: bool
     ts: UtcTime | None = None
-
-
-class Topics:
-    """Topic names of one node under ``edgecam/v1/{node_id}/``."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-        self.base = f"{ROOT}/{node_id}"
-
-    state = property(lambda self: f"{self.base}/state")
-    health = property(lambda self: f"{self.base}/health")
-    events = property(lambda self: f"{self.base}/events")
-    cmd_req = property(lambda self: f"{self.base}/cmd/req")
-    cmd_res = property(lambda self: f"{self.base}/cmd/res")
-    config_desired = property(lambda self: f"{self.base}/config/desired")
-    config_reported = property(lambda self: f"{self.base}/config/reported")
-    ota_job = property(lambda self: f"{self.base}/ota/job")
-    ota_status = property(lambda self: f"{self.base}/ota/status")
-
-    def thumb(self, event_id: str) -> str:
-        return f"{self.base}/thumbs/{event_id}"
-
-    centre_state = f"{ROOT}/centre/state"
-
-    @staticmethod
-    def fleet_release(channel: str) -> str:
-        return f"{ROOT}/fleet/releases/{channel}"
