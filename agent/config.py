@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.errors import ConfigError
+from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -233,10 +234,22 @@ class MqttConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError("must start with mqtt:// or mqtts://")
+    def _url(cls, url: str) -> str:
+        try:
+            parse_mqtt_url(url)
+        except MqttOptionError as exc:
+            raise PydanticCustomError("mqtt_url", exc.problem) from None
         return url
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttConfig:
+        try:
+            check_tls_files(parse_mqtt_url(self.url).tls, self.tls_ca, self.tls_cert, self.tls_key)
+        except MqttOptionError as exc:  # reported at the option it names (mqtt.tls_key), not at mqtt
+            raise ValidationError.from_exception_data("MqttConfig", [InitErrorDetails(
+                type=PydanticCustomError("mqtt_tls", exc.problem), loc=(exc.option.rsplit(".", 1)[-1],),
+                input=getattr(self, exc.option.rsplit(".", 1)[-1]))]) from None
+        return self
 
 
 class OutboxConfig(Section):
