@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import DetectConfig, ModelConfig, SyntheticSource, build_config
+from agent.config import DetectConfig, ModelConfig, build_config
 from agent.errors import ConfigError, ModelError
 from agent.sources.base import Frame
+from agent.sources.kinds import SyntheticSource
 from agent.sources.synthetic import SyntheticSceneSource
 from agent.vision.detector import Detector
 from agent.vision.inference_lanes import InferenceLanes, resolved

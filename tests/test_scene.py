@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from agent.config import SyntheticSource, load_config
+from agent.config import load_config
 from agent.sources import open_source, source_config_from_uri
+from agent.sources.kinds import SyntheticSource
 from agent.sources.scene import LABELS, StreetScene
 from agent.sources.synthetic import SyntheticSceneSource
 

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import CaptureConfig, FileSource, Picamera2Source, RtspSource
+from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources import open_source, source_config_from_uri
 from agent.sources.base import Frame, Source
 from agent.sources.capture import Capture
+from agent.sources.kinds import FileSource, Picamera2Source, RtspSource
 from tests.conftest import shared
 from tests.fakes import picamera2 as fake_picamera2
 
