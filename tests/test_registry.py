@@ -33,7 +33,7 @@ def test_uri_forms_come_from_the_registry() -> None:
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="source kind 'webcam' is not registered.*synthetic"):
+    with pytest.raises(KeyError, match=r"source kind 'webcam' is not registered.*synthetic"):
         SOURCES["webcam"]
 
 

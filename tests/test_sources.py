@@ -154,6 +154,17 @@ def test_failing_source_is_reopened_with_backoff_not_raised():
     assert got[-1] == 30
 
 
+def test_first_frame_after_each_opening_is_fresh():
+    """Capture marks where a new sequence begins (a recurrent model's state starts over there)."""
+    src = Scripted(30, fail_at={5, 6, 20}, finite=True)
+    cap = Capture(src, CaptureConfig(fast=True, reopen_min_s=0.01, reopen_max_s=0.05)).start()
+    fresh = []
+    while (f := cap.get(timeout=3)) is not None:
+        if f.fresh:
+            fresh.append(f.index)
+    assert fresh == [1, 7, 21]
+
+
 def test_paced_file_source_respects_native_rate(tmp_path):
     src = Scripted(6, finite=True)
     src.live, src.fps = False, 20.0

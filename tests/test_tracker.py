@@ -32,7 +32,8 @@ def test_greedy_prefers_best_iou_then_centroid():
     assert sorted(greedy_match(tracks, dets, 0.2, 0.1)) == [(0, 1), (1, 0)]
     assert greedy_match(tracks, dets, 0.2, 0.0) == [(0, 1)]
     same = np.array([[True, True], [False, True]])
-    assert greedy_match(tracks, dets, 0.2, 0.1, same) == [(0, 1)]  # centroid pass needs the same label
+    # the centroid pass needs the same label
+    assert greedy_match(tracks, dets, 0.2, 0.1, lambda t, d: same[t, d]) == [(0, 1)]
 
 
 def test_two_crossing_walkers_keep_their_ids():

@@ -68,13 +68,14 @@ box = st.one_of(grid_box, float_box)
 def test_greedy_match_equals_reference(tracks, dets, iou_min, max_dist, labels, use_labels):
     tb = np.asarray(tracks, dtype=np.float64).reshape(-1, 4)
     db = np.asarray(dets, dtype=np.float64).reshape(-1, 4)
-    same = None
+    same = same_fn = None
     if use_labels:
         same = np.asarray(labels[:len(tb)])[:, None] == np.asarray(labels[7:7 + len(db)])[None, :]
+        same_fn = lambda t, d: bool(same[t, d])  # noqa: E731 - the tracker passes a function
     expected = reference_match(tb, db, iou_min, max_dist, same)
-    assert greedy_match(tb, db, iou_min, max_dist, same) == expected
+    assert greedy_match(tb, db, iou_min, max_dist, same_fn) == expected
     if len(tb) and len(db):  # the caller's precomputed matrix gives the same answer
-        assert greedy_match(tb, db, iou_min, max_dist, same, iou_matrix(tb, db)) == expected
+        assert greedy_match(tb, db, iou_min, max_dist, same_fn, iou_matrix(tb, db)) == expected
 
 
 @settings(max_examples=300, deadline=None)

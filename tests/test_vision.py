@@ -73,8 +73,27 @@ def test_ssd_lstm_state_is_fed_back():
     for inp, out in det.layout.state:
         assert np.array_equal(det.runtime.get(inp), det.runtime.get(out))
         assert not (det.runtime.get(inp) == 77).all()
-    det.reset_state()
-    assert not det.runtime.get(det.layout.state[0][0]).any()
+
+
+def test_ssd_lstm_state_starts_over_on_a_fresh_frame():
+    """After a source reopens, its first frame (``fresh``) is inferred from zero state, not the old stream's."""
+    det = Detector(ModelConfig(path=shared(SSD)), DetectConfig(score_floor=0.2))
+    cap = cv2.VideoCapture(str(shared("clips/traffic_frames.mp4")))
+    ok, bgr = cap.read()
+    assert ok
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def detections(fresh: bool, planted: int | None = None) -> list:
+        if planted is not None:  # what an earlier stream might have left in the state
+            for inp, _ in det.layout.state:
+                det.runtime.set(inp, np.full(inp.shape, planted, inp.dtype))
+        frame = Frame(rgb, 0.0, 0)
+        frame.fresh = fresh
+        return det.detect(frame)
+
+    from_zero = detections(fresh=False, planted=0)
+    assert detections(fresh=True, planted=200) == from_zero
+    assert detections(fresh=False, planted=200) != from_zero  # the state matters to this model
 
 
 def test_nms_is_classwise():

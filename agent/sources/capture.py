@@ -124,6 +124,7 @@ class Capture:
         try:
             if not self._opened and not self._open():
                 return
+            fresh = True  # the first frame of each opening starts a new sequence
             paced = not self.source.live and not self.cfg.fast and self.source.fps
             t0 = time.monotonic()
             n = 0
@@ -143,10 +144,12 @@ class Capture:
                     self._backoff()
                     if not self._open():
                         break
+                    fresh = True
                     continue
                 self._delays.reset()
                 if frame is None:
                     break
+                frame.fresh, fresh = fresh, False
                 t1 = time.thread_time()
                 if self.prepare is not None:
                     self.prepare(frame)

@@ -71,36 +71,15 @@ def greedy_match(
     det_boxes: np.ndarray,
     iou_min: float,
     max_dist: float,
-    same_label: np.ndarray | None = None,
+    same: Callable[[int, int], bool] | None = None,
     ious: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Pairs (track index, detection index): best IoU first, then nearest centre for the rest.
 
-    The centroid pass catches small fast objects whose boxes no longer overlap between frames; it only
-    pairs boxes with the same label (``same_label[i, j]``) when that matrix is given. ``ious`` is
-    ``iou_matrix(track_boxes, det_boxes)`` when the caller already has it.
-    """
-    same = None
-    if same_label is not None:
-        rows = np.asarray(same_label, dtype=bool).tolist()
-
-        def same(t: int, d: int) -> bool:
-            return rows[t][d]
-
-    return _greedy(track_boxes, det_boxes, iou_min, max_dist, same, ious)
-
-
-def _greedy(
-    track_boxes: np.ndarray,
-    det_boxes: np.ndarray,
-    iou_min: float,
-    max_dist: float,
-    same: Callable[[int, int], bool] | None,
-    ious: np.ndarray | None,
-) -> list[tuple[int, int]]:
-    """``greedy_match`` with the label test as a function (the tracker asks it only for the few pairs left).
-
-    Ties go to the lower flat index ``t * m + d`` in both passes (a stable sort of the row-major matrix).
+    The centroid pass catches small fast objects whose boxes no longer overlap between frames; with
+    ``same`` it only pairs a track and a detection for which ``same(t, d)`` (the tracker asks it only for
+    the few pairs left). ``ious`` is ``iou_matrix(track_boxes, det_boxes)`` when the caller has it. Ties go
+    to the lower flat index ``t * m + d`` in both passes (a stable sort of the row-major matrix).
     """
     n, m = len(track_boxes), len(det_boxes)
     if n == 0 or m == 0:
@@ -300,7 +279,7 @@ class Tracker:
         def same(t: int, d: int) -> bool:
             return tracks[t].label == dets[d].label
 
-        pairs = _greedy(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
+        pairs = greedy_match(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
         matched_d = set()
         for ti, di in pairs:
             self.tracks[ti].observe(dets[di], ts, self.cfg.stationary_iou)

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
 DEFAULT_FLOOR = 0.3
-DEFAULT_NMS_IOU = 0.45
 
 
 def load_labels(path: Path) -> list[str]:
@@ -211,11 +210,10 @@ class Detector:
         self.max_detections = cfg.max_detections
         self.allowed = set(cfg.labels) if cfg.labels else None
 
-    def reset_state(self) -> None:
-        """Zero the recurrent state (a new clip or a reopened camera starts a new sequence)."""
+    def _reset_state(self, runtime: ModelRuntime) -> None:
+        """Zero the recurrent state: a reopened camera or stream starts a new sequence (``Frame.fresh``)."""
         for inp, _ in self.layout.state:
-            zero = np.full(inp.shape, inp.zero_point if inp.quantised else 0, inp.dtype)
-            self.runtime.set(inp, zero)
+            runtime.set(inp, np.full(inp.shape, inp.zero_point if inp.quantised else 0, inp.dtype))
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class{class_id}"
@@ -229,6 +227,8 @@ class Detector:
         """Inference thread (the one thread using ``lane`` now): input into the tensor, invoke, recurrent
         state fed back, outputs copied out."""
         ln = self.lanes[lane]
+        if frame.fresh and self.layout.state:
+            self._reset_state(ln.runtime)
         t0 = time.perf_counter()
         geom = ln.writer.write(frame)
         frame.model_input = None  # in the tensor now; the frame lives on (tracking, thumbnails) without it
