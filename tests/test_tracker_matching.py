@@ -85,18 +85,18 @@ def test_scalar_iou_equals_matrix(a, b, jitter):
     assert iou(a, b) == float(iou_matrix(np.asarray([a]), np.asarray([b]))[0, 0])
 
 
-def test_filter_follows_reconfigured_floors_and_areas():
+def test_filter_follows_reconfigured_labels_and_areas():
     """Per-label limits are looked up once per label; a new config must still apply from the next frame."""
     from agent.config import DetectConfig, LabelFilter, TrackerConfig
     from agent.tracking.tracker import Tracker
     from agent.vision.types import Detection
 
     car = Detection("car", 2, 0.5, (0.1, 0.1, 0.2, 0.2))  # area 0.01
-    tr = Tracker(TrackerConfig(), DetectConfig(score_floor=0.3))
+    tr = Tracker(TrackerConfig(), DetectConfig())
     assert tr.filter([car]) == [car]
-    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6))
+    tr.reconfigure(TrackerConfig(), DetectConfig(labels=["person"]))
     assert tr.filter([car]) == []
-    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6, per_label={"car": LabelFilter(min_score=0.4)}))
+    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig())
+    assert tr.filter([car]) == []
+    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig(per_label={"car": LabelFilter(min_area=0.005)}))
     assert tr.filter([car]) == [car]
-    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig(score_floor=0.3))
-    assert tr.filter([car]) == []

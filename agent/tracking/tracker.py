@@ -214,7 +214,8 @@ class TrackUpdate:
 
 
 class Tracker:
-    """Associates detections to tracks frame by frame; owns detection filtering (labels, floors, masks)."""
+    """Associates detections to tracks frame by frame; decides which detections may become tracks (labels,
+    areas, masks). Score floors are the detector's (``Detector.configure``): it alone knows the model's."""
 
     def __init__(self, cfg: TrackerConfig, detect: DetectConfig, zones: ZoneSet | None = None) -> None:
         self._next_uid = 1
@@ -227,15 +228,9 @@ class Tracker:
         self.detect = detect
         self.zones = zones or ZoneSet()
         self._allow = frozenset(detect.labels) if detect.labels else None
-        self._limits: dict[str, tuple[float, float]] = {}  # label → (floor, min_area), filled as labels come
+        self._min_areas: dict[str, float] = {}  # label → min_area, filled as labels come
 
     # ------------------------------------------------------------ thresholds
-
-    def floor(self, label: str) -> float:
-        f = self.detect.per_label.get(label)
-        if f is not None and f.min_score is not None:
-            return f.min_score
-        return self.detect.score_floor or 0.0
 
     def threshold(self, label: str) -> float:
         f = self.detect.per_label.get(label)
@@ -246,17 +241,16 @@ class Tracker:
         return f.min_area if f is not None and f.min_area is not None else self.cfg.min_area
 
     def filter(self, detections: list[Detection]) -> list[Detection]:
-        """Drop detections of unwanted labels, under their floor or min area, or anchored in a mask."""
-        allow, limits = self._allow, self._limits
+        """Drop detections of unwanted labels, under their min area, or anchored in a mask."""
+        allow, min_areas = self._allow, self._min_areas
         kept = []
         for d in detections:
             if allow is not None and d.label not in allow:
                 continue
-            lim = limits.get(d.label)
-            if lim is None:
-                lim = limits[d.label] = (self.floor(d.label), self.min_area(d.label))
-            area = d.area
-            if d.score >= lim[0] and area >= lim[1] and area > 0:
+            least = min_areas.get(d.label)
+            if least is None:
+                least = min_areas[d.label] = self.min_area(d.label)
+            if d.area >= least:
                 kept.append(d)
         if kept and self.zones.has_masks:
             masked = self.zones.masked(d.bbox for d in kept)

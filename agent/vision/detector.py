@@ -202,13 +202,17 @@ class Detector:
         return False
 
     def configure(self, cfg: DetectConfig) -> None:
-        """Thresholds can change at run time (config/desired)."""
-        floor = cfg.score_floor if cfg.score_floor is not None else (self.resolved.score or DEFAULT_FLOOR)
-        per_label = [f.min_score for f in cfg.per_label.values() if f.min_score is not None]
-        self.floor = min([floor, *per_label])
+        """Thresholds can change at run time (config/desired).
+
+        The detector owns the score floors (``detect.per_label.*.min_score``, else ``detect.score_floor``,
+        else the manifest's, else 0.3): only it knows the model's default, and its decoder cuts candidates
+        in the quantised domain at the lowest floor any label needs. Which labels, sizes and places become
+        tracks (``detect.labels``, ``min_area``, masks) is the tracker's filter."""
+        self.default_floor = cfg.score_floor if cfg.score_floor is not None else (self.resolved.score or DEFAULT_FLOOR)
+        self.label_floors = {k: f.min_score for k, f in cfg.per_label.items() if f.min_score is not None}
+        self.floor = min([self.default_floor, *self.label_floors.values()])
         self.nms_iou = cfg.nms_iou if "nms_iou" in cfg.model_fields_set else (self.resolved.nms_iou or cfg.nms_iou)
         self.max_detections = cfg.max_detections
-        self.allowed = set(cfg.labels) if cfg.labels else None
 
     def _reset_state(self, runtime: ModelRuntime) -> None:
         """Zero the recurrent state: a reopened camera or stream starts a new sequence (``Frame.fresh``)."""
@@ -254,12 +258,11 @@ class Detector:
         t0 = time.thread_time()
         boxes, scores, classes = self.decoder.decode(raw.taken, self.floor, self.nms_iou, self.max_detections)
         boxes = raw.geometry.to_frame(boxes)
+        floors, default = self.label_floors, self.default_floor
         dets = []
         for box, score, cid in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True):
             label = self.label(int(cid))
-            if self.allowed is not None and label not in self.allowed:
-                continue
-            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+            if score < floors.get(label, default) or box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
                 continue
             dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
         self._decode_times.decode_ms += (time.thread_time() - t0) * 1e3
