@@ -1,7 +1,8 @@
 """Agent configuration: one pydantic model, loaded from TOML, then ``EDGECAM_…`` env, then CLI overrides.
 
-Sections that choose an implementation (source kind, model delegate) are discriminated unions, so a
-new kind is one class here plus one module. Every validation failure becomes a one-line
+Sections that choose an implementation (source kind, model delegate) are discriminated unions built from
+the kind registries (``agent.sources.kinds``, ``agent.vision.delegates``): a new kind is its module plus
+one registration there, nothing here. Every validation failure becomes a one-line
 ``ConfigError`` naming the field path (``model.threads: …``).
 """
 
@@ -10,13 +11,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.contract.ids import NodeId
 from agent.errors import ConfigError
+from agent.section import Section
+from agent.sources.kinds import SOURCES, SyntheticSource
+from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
+from agent.vision.delegates import DELEGATES, CpuDelegate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,61 +32,10 @@ ENV_PREFIX = "EDGECAM_"
 Point = tuple[float, float]
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # ---------------------------------------------------------------- sources
 
-
-class SyntheticSource(Section):
-    """The procedural street scene (default source; deterministic for a seed)."""
-
-    kind: Literal["synthetic"] = "synthetic"
-    seed: int = 7
-    width: int = Field(1280, ge=64, le=7680)
-    height: int = Field(720, ge=64, le=4320)
-    fps: float = Field(15.0, gt=0, le=240)
-    duration_s: float | None = Field(None, gt=0, description="end of stream after this much scene time")
-
-
-class FileSource(Section):
-    """A video file, a single image, or a folder of images."""
-
-    kind: Literal["file"] = "file"
-    path: Path
-    fps: float | None = Field(None, gt=0, description="rate for images/folders, or to override a video's")
-    loop: bool = False
-
-
-class V4l2Source(Section):
-    kind: Literal["v4l2"] = "v4l2"
-    device: str = "/dev/video0"
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-
-
-class RtspSource(Section):
-    kind: Literal["rtsp"] = "rtsp"
-    url: str
-    tcp: bool = True
-
-
-class Picamera2Source(Section):
-    kind: Literal["picamera2"] = "picamera2"
-    index: int = Field(0, ge=0)
-    width: int = 1920
-    height: int = 1080
-    lores_width: int = 640
-    lores_height: int = 360
-    fps: float = 15.0
-
-
-SourceConfig = Annotated[
-    SyntheticSource | FileSource | V4l2Source | RtspSource | Picamera2Source,
-    Field(discriminator="kind"),
-]
+#: one config class per registered source kind (``agent.sources.kinds``), told apart by ``kind``
+SourceConfig = SOURCES.union()
 
 
 class CaptureConfig(Section):
@@ -95,19 +49,8 @@ class CaptureConfig(Section):
 # ---------------------------------------------------------------- model
 
 
-class CpuDelegate(Section):
-    kind: Literal["cpu"] = "cpu"
-
-
-class EdgeTpuDelegate(Section):
-    """Coral EdgeTPU through ``libedgetpu``; falls back to CPU (with a warning) when it does not load."""
-
-    kind: Literal["edgetpu"] = "edgetpu"
-    library: str = "libedgetpu.so.1"
-    device: str | None = None
-
-
-DelegateConfig = Annotated[CpuDelegate | EdgeTpuDelegate, Field(discriminator="kind")]
+#: one config class per registered delegate (``agent.vision.delegates``), told apart by ``kind``
+DelegateConfig = DELEGATES.union()
 
 
 class ModelConfig(Section):
@@ -132,7 +75,7 @@ class ModelConfig(Section):
     @classmethod
     def _one_interpreter_per_accelerator(cls, delegate: Any, info: ValidationInfo) -> Any:
         n = info.data.get("interpreters", 1)
-        if n > 1 and delegate.kind != "cpu":
+        if n > 1 and DELEGATES[delegate.kind].traits.get("exclusive"):
             raise PydanticCustomError("one_interpreter", "an {kind} device serves one interpreter, not "
                                       "model.interpreters = {n}; set it to 1", {"kind": delegate.kind, "n": n})
         return delegate
@@ -234,10 +177,22 @@ class MqttConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError("must start with mqtt:// or mqtts://")
+    def _url(cls, url: str) -> str:
+        try:
+            parse_mqtt_url(url)
+        except MqttOptionError as exc:
+            raise PydanticCustomError("mqtt_url", exc.problem) from None
         return url
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttConfig:
+        try:
+            check_tls_files(parse_mqtt_url(self.url).tls, self.tls_ca, self.tls_cert, self.tls_key)
+        except MqttOptionError as exc:  # reported at the option it names (mqtt.tls_key), not at mqtt
+            raise ValidationError.from_exception_data("MqttConfig", [InitErrorDetails(
+                type=PydanticCustomError("mqtt_tls", exc.problem), loc=(exc.option.rsplit(".", 1)[-1],),
+                input=getattr(self, exc.option.rsplit(".", 1)[-1]))]) from None
+        return self
 
 
 class OutboxConfig(Section):
@@ -280,7 +235,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return f"{prefix}{path or '<root>'}: {err['msg']}{more}"
 
 
-_UNION_TAGS = {"synthetic", "file", "v4l2", "rtsp", "picamera2", "cpu", "edgetpu"}
+#: the ``kind`` tags pydantic puts in error paths of the unions (``source.file.path``); dropped from messages
+_UNION_TAGS = frozenset(SOURCES.kinds + DELEGATES.kinds)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

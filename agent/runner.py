@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent import __version__
+from agent.atomic import write_atomic
 from agent.config import AgentConfig
 from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
 from agent.memory import peak_rss_mb
@@ -405,11 +406,7 @@ def _since_process_start(t_mono: float | None) -> float | None:
 
 
 def write_summary(path: Path, agent: Agent) -> None:
-    data = agent.summary()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(agent.summary(), indent=2))
 
 
 def _reexec() -> None:

@@ -6,11 +6,11 @@ import secrets
 import ssl
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
 from agent.errors import EdgecamError
+from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
 
 
 class MqttOptions(BaseModel):
@@ -25,23 +25,14 @@ class MqttOptions(BaseModel):
     @classmethod
     def from_cli(cls, url: str, tls_ca: Path | None = None, tls_cert: Path | None = None,
                  tls_key: Path | None = None, client_id: str | None = None) -> MqttOptions:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise EdgecamError(f"--mqtt {url!r}: expected mqtt://host:port or mqtts://host:port")
-        tls = parts.scheme == "mqtts"
         try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise EdgecamError(f"--mqtt {url!r}: bad port") from None
-        if (tls_cert is None) != (tls_key is None):
-            raise EdgecamError("--tls-cert and --tls-key go together")
-        for flag, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
-            if path is not None and not Path(path).is_file():
-                raise EdgecamError(f"{flag} {path}: file not found")
-        if not tls and (tls_ca or tls_cert):
-            raise EdgecamError(f"--mqtt {url!r}: TLS files given but the URL is not mqtts://")
-        return cls(host=parts.hostname, port=port, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                   client_id=client_id or f"edgecam-centre-{secrets.token_hex(4)}")
+            address = parse_mqtt_url(url, "--mqtt")
+            check_tls_files(address.tls, tls_ca, tls_cert, tls_key, ("--tls-ca", "--tls-cert", "--tls-key"),
+                            must_exist=True)
+        except MqttOptionError as exc:
+            raise EdgecamError(str(exc)) from None
+        return cls(host=address.host, port=address.port, tls=address.tls, tls_ca=tls_ca, tls_cert=tls_cert,
+                   tls_key=tls_key, client_id=client_id or f"edgecam-centre-{secrets.token_hex(4)}")
 
     @property
     def url(self) -> str:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.atomic import write_atomic
 from agent.contract import Event, is_node_id, node_id_problem
 from agent.errors import EdgecamError
 
@@ -165,10 +166,7 @@ class Store:
 
     def _write_thumb(self, node_id: str, event_id: str, data: bytes) -> str:
         path = self.thumb_path(node_id, event_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".jpg.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
         return str(path.relative_to(self.root))
 
     def _join(self, db: sqlite3.Connection, node_id: str, event_id: str, expected: str, data: bytes) -> ThumbStatus:

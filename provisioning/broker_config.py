@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from agent.atomic import write_atomic
 from agent.contract import CENTRE, CHANNELS, NODE, publishes, subscribes
-from provisioning.ca import CA_CERT, CRL, SERVER_CERT, SERVER_KEY, CaError, CaFiles, centre_names, ensure_crl
+from provisioning.ca import CA_CERT, CRL, SERVER_CERT, SERVER_KEY, CaError, CaFiles, centre_names
 
 
 class BrokerLimits(BaseModel):
@@ -164,18 +164,16 @@ def write_broker_config(ca_dir: Path, port: int, out_dir: Path, *, bind: str | N
         keyfile=certs / SERVER_KEY,
         crlfile=certs / CRL,
     )
-    if ca.ca_key.exists():
-        ensure_crl(ca.dir)
+    # each file replaced atomically: a running broker that reloads (SIGHUP) reads old or new, never half
     for src, dst in ((ca.ca_cert, files.cafile), (ca.server_cert, files.certfile), (ca.server_key, files.keyfile),
                      (ca.crl, files.crlfile)):
         if not src.exists():
             raise CaError(f"{src}: missing; run `edgecam ca init --dir {ca.dir}`")
-        shutil.copyfile(src, dst)
-    files.keyfile.chmod(0o600)
-    files.acl.write_text(acl_text(centres))
+        write_atomic(dst, src.read_bytes(), mode=0o600 if dst == files.keyfile else 0o644)
+    write_atomic(files.acl, acl_text(centres))
     if files.loopback_acl is not None:
-        files.loopback_acl.write_text(loopback_acl_text())
-    files.conf.write_text(config_text(
+        write_atomic(files.loopback_acl, loopback_acl_text())
+    write_atomic(files.conf, config_text(
         port, files, bind=bind, limits=limits,
         persistence_dir=persistence_dir if persistence_dir is not None else out / "data",
         insecure_loopback_port=insecure_loopback_port, clientid_from_cert=clientid_from_cert, run_as=run_as,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.atomic import write_atomic
 from agent.contract.ids import identity_problem, node_id_problem
 from agent.errors import EdgecamError
 
@@ -83,20 +83,12 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """PEM (PKCS#8, unencrypted) created with mode 0600 from the start, never world-readable."""
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    write_atomic(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()), mode=0o600)
 
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.chmod(0o644)
+    write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -203,7 +195,7 @@ class CertificateAuthority:
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
         crl = b.sign(self.key, hashes.SHA256())
         if self.dir is not None:
-            CaFiles(self.dir).crl.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+            write_atomic(CaFiles(self.dir).crl, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return crl
 
     def _days(self, days: int) -> int:
@@ -286,7 +278,7 @@ def init_ca(ca_dir: Path, hosts: list[str] | None = None, centre: str = "centre"
     centre_key = new_key()
     write_key(files.centre_key, centre_key)
     write_cert(files.centre_cert, ca.sign_client(centre, centre_key.public_key()))
-    files.centres.write_text(centre + "\n")
+    write_atomic(files.centres, centre + "\n")
     return files
 
 
@@ -326,13 +318,8 @@ def issue_node(node_id: str, ca_dir: Path, out_dir: Path, days: int = CLIENT_DAY
     write_cert(ident.ca_cert, ca.cert)
     if centre and node_id not in centres:
         files = CaFiles(Path(ca_dir))
-        files.centres.write_text("\n".join([*centres, node_id]) + "\n")
+        write_atomic(files.centres, "\n".join([*centres, node_id]) + "\n")
     return ident
-
-
-def centre_identity(ca_dir: Path) -> Identity:
-    files = CaFiles(Path(ca_dir))
-    return Identity(centre_name(ca_dir), files.centre_cert, files.centre_key, files.ca_cert)
 
 
 def _read_revoked(files: CaFiles) -> dict[int, dt.datetime]:
@@ -353,14 +340,6 @@ def revoke(name: str, ca_dir: Path) -> list[int]:
     new = [c.serial_number for c in found if c.serial_number not in revoked]
     now = _now()
     revoked.update({s: now for s in new})
-    files.revoked.write_text(json.dumps({f"{k:x}": v.isoformat() for k, v in revoked.items()}, indent=1))
+    write_atomic(files.revoked, json.dumps({f"{k:x}": v.isoformat() for k, v in revoked.items()}, indent=1))
     ca.write_crl(revoked)
     return new
-
-
-def ensure_crl(ca_dir: Path) -> Path:
-    """``crl.pem`` for CA folders made before revocation existed (an empty CRL)."""
-    files = CaFiles(Path(ca_dir))
-    if not files.crl.exists():
-        CertificateAuthority.load(ca_dir).write_crl(_read_revoked(files))
-    return files.crl

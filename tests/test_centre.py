@@ -301,7 +301,7 @@ def test_persistent_session_gets_what_was_published_while_the_receiver_was_down(
 @pytest.mark.parametrize(("args", "needle"), [
     (["centre", "command", "n1", "ping", "--args", "{bad", "--mqtt", "mqtt://127.0.0.1:1"], "--args"),
     (["centre", "command", "n1", "explode", "--mqtt", "mqtt://127.0.0.1:1"], "op"),
-    (["centre", "command", "n1", "ping", "--mqtt", "http://x"], "mqtt://host:port"),
+    (["centre", "command", "n1", "ping", "--mqtt", "http://x"], "--mqtt: 'http://x': expected mqtt://"),
     (["centre", "command", "n1", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "cannot connect"),
     (["centre", "command", "fleet", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "node id: 'fleet' is reserved"),
     (["centre", "command", "a/b", "ping", "--mqtt", "mqtt://127.0.0.1:1"], "node id: 'a/b' is not"),

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from agent.cli import run_overrides
-from agent.config import FileSource, SyntheticSource, env_overrides, load_config
+from agent.config import env_overrides, load_config
 from agent.errors import ConfigError
+from agent.sources.kinds import FileSource, SyntheticSource
 
 
 def test_precedence_toml_env_cli(tmp_path):

@@ -29,7 +29,14 @@ ZONE = Zone(name="left", polygon=[(0, 0), (0.5, 0), (0.5, 1), (0, 1)])
 def run_scene(tmp_path, seed: int, eager: bool, monkeypatch) -> tuple[list[tuple], dict]:
     if eager:
         monkeypatch.setattr(EventEngine, "_wake", lambda self, st: -math.inf)
-        monkeypatch.setattr(EventEngine, "_put_off", lambda self, st, misfit: False)
+        thumb = EventEngine._thumb
+
+        def encode_at_once(self, st):  # a put-off encode made right away, at the budget it was put off at
+            out = thumb(self, st)
+            self._held(st)
+            return out
+
+        monkeypatch.setattr(EventEngine, "_thumb", encode_at_once)
     cfg = AgentConfig(state_dir=tmp_path / ("eager" if eager else "lazy"), node_id="n1", camera_id="c1",
                       zones=[ZONE], events=EventsConfig(heartbeat_s=3.0, min_update_interval_s=1.0),
                       tracker=TrackerConfig(stationary_s=4.0),

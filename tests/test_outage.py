@@ -49,7 +49,7 @@ def test_broker_outage_mid_stream_loses_no_event(tmp_path: Path, outage_s: int) 
         i = 0
         while not stop.is_set():
             ev = make_event(i)
-            t.submit(ev, b"\xff\xd8" + bytes(2000) if i % 3 == 0 else None)
+            t.submit_many([(ev, b"\xff\xd8" + bytes(2000) if i % 3 == 0 else None)])
             submitted.append((ev.event_id, time.monotonic()))
             i += 1
             time.sleep(0.02)

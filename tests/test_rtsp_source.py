@@ -17,10 +17,11 @@ import time
 import numpy as np
 import pytest
 
-from agent.config import CaptureConfig, RtspSource
+from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame
 from agent.sources.capture import Capture
+from agent.sources.kinds import RtspSource
 from agent.sources.stream import StreamSource, rtsp_options
 from agent.sources.video import VideoReader
 from tests.conftest import shared

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import CaptureConfig, FileSource, Picamera2Source, RtspSource
+from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources import open_source, source_config_from_uri
 from agent.sources.base import Frame, Source
 from agent.sources.capture import Capture
+from agent.sources.kinds import FileSource, Picamera2Source, RtspSource
 from tests.conftest import shared
 from tests.fakes import picamera2 as fake_picamera2
 
@@ -151,6 +152,17 @@ def test_failing_source_is_reopened_with_backoff_not_raised():
     assert cap.stats.errors == 5 and cap.stats.reopens == 5
     assert src.opens == 3 + 3  # 2 failed + 1 good initial open, then one reopen per failed read
     assert got[-1] == 30
+
+
+def test_first_frame_after_each_opening_is_fresh():
+    """Capture marks where a new sequence begins (a recurrent model's state starts over there)."""
+    src = Scripted(30, fail_at={5, 6, 20}, finite=True)
+    cap = Capture(src, CaptureConfig(fast=True, reopen_min_s=0.01, reopen_max_s=0.05)).start()
+    fresh = []
+    while (f := cap.get(timeout=3)) is not None:
+        if f.fresh:
+            fresh.append(f.index)
+    assert fresh == [1, 7, 21]
 
 
 def test_paced_file_source_respects_native_rate(tmp_path):

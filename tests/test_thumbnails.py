@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import ThumbnailConfig
-from agent.events.thumbnails import Thumbnailer, crop_box, encode_jpeg
+from agent.events.thumbnails import Thumbnailer, box_region, downscale, encode_jpeg
+from agent.sources.base import Frame
 
 
 @pytest.fixture(scope="module")
@@ -21,28 +22,34 @@ def noise_frame() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(1080, 1920, 3), dtype=np.uint8)
 
 
+def thumb_pixels(image: np.ndarray, bbox, context: float, max_side: int) -> np.ndarray:
+    """What the engine keeps of a track's best frame (``cut_frame``) as it is encoded (``scaled``)."""
+    th = Thumbnailer(ThumbnailConfig(context=context, max_side=max_side))
+    return th.cut_frame(Frame(image=image), bbox).scaled()
+
+
 def test_crop_adds_context_and_clips_to_frame():
-    img = np.zeros((100, 200, 3), np.uint8)
-    crop = crop_box(img, (0.25, 0.25, 0.75, 0.75), context=0.1, max_side=10_000)
-    # box is 100 x 50 px; 10 % margin each side → 120 x 60
-    assert crop.shape[:2] == (60, 120)
-    edge = crop_box(img, (0.0, 0.0, 0.5, 0.5), context=0.5, max_side=10_000)
-    assert edge.shape[:2] == (75, 150)  # clipped at the top-left border
+    img = np.arange(100 * 200 * 3, dtype=np.uint32).reshape(100, 200, 3).astype(np.uint8)
+    crop = thumb_pixels(img, (0.25, 0.25, 0.75, 0.75), context=0.1, max_side=10_000)
+    # box is 100 x 50 px; 10 % margin each side → 120 x 60, starting at (40, 20)
+    np.testing.assert_array_equal(crop, img[20:80, 40:160])
+    edge = thumb_pixels(img, (0.0, 0.0, 0.5, 0.5), context=0.5, max_side=10_000)
+    np.testing.assert_array_equal(edge, img[0:75, 0:150])  # clipped at the top-left border
 
 
 def test_never_upscales_and_respects_max_side():
     img = np.random.default_rng(1).integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
-    small = crop_box(img, (0.5, 0.5, 0.52, 0.55), context=0.0, max_side=320)
-    assert small.shape[:2] == (36, 26)  # native pixels: 25.6 x 36 → ceil/floor to whole pixels
-    big = crop_box(img, (0.0, 0.0, 1.0, 1.0), context=0.0, max_side=320)
+    small = thumb_pixels(img, (0.5, 0.5, 0.52, 0.55), context=0.0, max_side=320)
+    np.testing.assert_array_equal(small, img[360:396, 640:666])  # native: 25.6 x 36 → whole pixels around it
+    big = thumb_pixels(img, (0.0, 0.0, 1.0, 1.0), context=0.0, max_side=320)
     assert big.shape[:2] == (180, 320)
-    tiny = crop_box(img, (0.5, 0.5, 0.5001, 0.5001), context=0.0, max_side=320)
+    tiny = thumb_pixels(img, (0.5, 0.5, 0.5001, 0.5001), context=0.0, max_side=320)
     assert min(tiny.shape[:2]) >= 8
 
 
 def test_budget_kept_and_sha_matches(noise_frame):
     th = Thumbnailer(ThumbnailConfig(max_bytes=5_000, max_side=320, quality=90, min_quality=40))
-    crop = th.crop(noise_frame, (0.1, 0.1, 0.6, 0.9))
+    crop = th.cut(noise_frame, (0.1, 0.1, 0.6, 0.9)).scaled()
     thumb = th.encode(crop)
     assert thumb is not None
     assert len(thumb.jpeg) <= 5_000
@@ -74,7 +81,7 @@ def test_budget_property(noise_frame, budget, box, max_side):
     x1, y1, w, h = box
     bbox = (x1, y1, min(1.0, x1 + w), min(1.0, y1 + h))
     th = Thumbnailer(ThumbnailConfig(max_bytes=budget, max_side=max_side))
-    thumb = th.encode(th.crop(noise_frame, bbox))
+    thumb = th.encode(th.cut(noise_frame, bbox).scaled())
     assert thumb is not None
     assert len(thumb.jpeg) <= budget
     assert max(thumb.w, thumb.h) <= max_side
@@ -82,7 +89,7 @@ def test_budget_property(noise_frame, budget, box, max_side):
 
 def test_runtime_budget_shrinks(noise_frame):
     th = Thumbnailer(ThumbnailConfig(max_bytes=40_000))
-    crop = th.crop(noise_frame, (0.2, 0.2, 0.5, 0.8))
+    crop = th.cut(noise_frame, (0.2, 0.2, 0.5, 0.8)).scaled()
     first = th.encode(crop)
     th.set_budget(3_000)
     assert th.budget == 3_000
@@ -118,8 +125,9 @@ def test_cut_then_encode_equals_crop_then_encode(noise_frame, box, max_side, con
     th = Thumbnailer(ThumbnailConfig(max_bytes=60_000, max_side=max_side, context=context))
     cut = th.cut(noise_frame, bbox)
     assert cut.pixels.base is None  # a copy: the frame may be reused by its source
-    np.testing.assert_array_equal(cut.scaled(), th.crop(noise_frame, bbox))
-    assert th.encode(cut) == th.encode(th.crop(noise_frame, bbox))
+    at_once = downscale(box_region(noise_frame, bbox, context), max_side)  # cropped and downscaled right away
+    np.testing.assert_array_equal(cut.scaled(), at_once)
+    assert th.encode(cut) == th.encode(at_once)
 
 
 @settings(max_examples=60, deadline=None)

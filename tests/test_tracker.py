@@ -32,7 +32,8 @@ def test_greedy_prefers_best_iou_then_centroid():
     assert sorted(greedy_match(tracks, dets, 0.2, 0.1)) == [(0, 1), (1, 0)]
     assert greedy_match(tracks, dets, 0.2, 0.0) == [(0, 1)]
     same = np.array([[True, True], [False, True]])
-    assert greedy_match(tracks, dets, 0.2, 0.1, same) == [(0, 1)]  # centroid pass needs the same label
+    # the centroid pass needs the same label
+    assert greedy_match(tracks, dets, 0.2, 0.1, lambda t, d: same[t, d]) == [(0, 1)]
 
 
 def test_two_crossing_walkers_keep_their_ids():
@@ -83,16 +84,16 @@ def test_filters_labels_floors_area_and_masks():
     dets = [
         det("person", 0.35, (0.1, 0.3, 0.15, 0.5)),  # kept
         det("dog", 0.9, (0.3, 0.3, 0.4, 0.5)),  # not in the allow-list
-        det("car", 0.45, (0.5, 0.5, 0.7, 0.7)),  # under the car floor
+        det("car", 0.45, (0.5, 0.5, 0.7, 0.7)),  # under the car floor: the detector's to drop, not the tracker's
         det("car", 0.8, (0.5, 0.5, 0.55, 0.52)),  # under the car min area
         det("car", 0.8, (0.6, 0.6, 0.8, 0.8)),  # kept
         det("person", 0.9, (0.2, 0.05, 0.25, 0.15)),  # feet in the masked sky
         det("person", 0.9, (0.2, 0.9, 0.21, 0.91)),  # under the tracker min area
     ]
     kept = tr.filter(dets)
-    assert [(d.label, d.score) for d in kept] == [("person", 0.35), ("car", 0.8)]
+    assert [(d.label, d.score) for d in kept] == [("person", 0.35), ("car", 0.45), ("car", 0.8)]
     upd = tr.update(dets, 0.0)
-    assert upd.filtered == 5 and len(upd.seen) == 2
+    assert upd.filtered == 4 and len(upd.seen) == 3
 
 
 def test_label_is_score_weighted_majority():

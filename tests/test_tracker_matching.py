@@ -68,13 +68,14 @@ box = st.one_of(grid_box, float_box)
 def test_greedy_match_equals_reference(tracks, dets, iou_min, max_dist, labels, use_labels):
     tb = np.asarray(tracks, dtype=np.float64).reshape(-1, 4)
     db = np.asarray(dets, dtype=np.float64).reshape(-1, 4)
-    same = None
+    same = same_fn = None
     if use_labels:
         same = np.asarray(labels[:len(tb)])[:, None] == np.asarray(labels[7:7 + len(db)])[None, :]
+        same_fn = lambda t, d: bool(same[t, d])  # noqa: E731 - the tracker passes a function
     expected = reference_match(tb, db, iou_min, max_dist, same)
-    assert greedy_match(tb, db, iou_min, max_dist, same) == expected
+    assert greedy_match(tb, db, iou_min, max_dist, same_fn) == expected
     if len(tb) and len(db):  # the caller's precomputed matrix gives the same answer
-        assert greedy_match(tb, db, iou_min, max_dist, same, iou_matrix(tb, db)) == expected
+        assert greedy_match(tb, db, iou_min, max_dist, same_fn, iou_matrix(tb, db)) == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,18 +85,18 @@ def test_scalar_iou_equals_matrix(a, b, jitter):
     assert iou(a, b) == float(iou_matrix(np.asarray([a]), np.asarray([b]))[0, 0])
 
 
-def test_filter_follows_reconfigured_floors_and_areas():
+def test_filter_follows_reconfigured_labels_and_areas():
     """Per-label limits are looked up once per label; a new config must still apply from the next frame."""
     from agent.config import DetectConfig, LabelFilter, TrackerConfig
     from agent.tracking.tracker import Tracker
     from agent.vision.types import Detection
 
     car = Detection("car", 2, 0.5, (0.1, 0.1, 0.2, 0.2))  # area 0.01
-    tr = Tracker(TrackerConfig(), DetectConfig(score_floor=0.3))
+    tr = Tracker(TrackerConfig(), DetectConfig())
     assert tr.filter([car]) == [car]
-    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6))
+    tr.reconfigure(TrackerConfig(), DetectConfig(labels=["person"]))
     assert tr.filter([car]) == []
-    tr.reconfigure(TrackerConfig(), DetectConfig(score_floor=0.6, per_label={"car": LabelFilter(min_score=0.4)}))
+    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig())
+    assert tr.filter([car]) == []
+    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig(per_label={"car": LabelFilter(min_area=0.005)}))
     assert tr.filter([car]) == [car]
-    tr.reconfigure(TrackerConfig(min_area=0.02), DetectConfig(score_floor=0.3))
-    assert tr.filter([car]) == []

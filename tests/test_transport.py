@@ -17,7 +17,6 @@ from cryptography.x509.oid import NameOID
 from agent.contract import Health, Topics, utc_now
 from agent.errors import ConfigError
 from agent.transport import Transport
-from agent.transport.mqtt_client import backoff, parse_url
 from tests.broker import Broker
 from tests.transport_util import Subscriber, make_cfg, make_event, persistent_broker, publish, versions
 from tests.waiting import wait_until
@@ -30,20 +29,6 @@ def make_transport(url: str, state_dir: Path, **sections) -> Transport:
     return Transport(make_cfg(url, state_dir, **sections), boot_id="boot-1", versions=versions(), caps=["events"])
 
 
-def test_parse_url_and_backoff() -> None:
-    assert parse_url("mqtt://10.0.0.1").port == 1883
-    a = parse_url("mqtts://u%40x:p@broker.example:9000")
-    assert (a.host, a.port, a.tls, a.username, a.password) == ("broker.example", 9000, True, "u@x", "p")
-    assert parse_url("mqtts://[::1]").port == 8883
-    for bad in ("http://x", "mqtt://", "mqtt://h:notaport"):
-        with pytest.raises(ConfigError, match=r"mqtt\.url"):
-            parse_url(bad)
-    delays = backoff(0.5, 8.0)
-    seen = [next(delays) for _ in range(200)]
-    assert all(0.5 <= d <= 8.0 for d in seen)
-    assert max(seen[:1]) <= 0.5 + 1e-9 and max(seen[10:]) > 4.0  # grows to the cap, jittered below it
-
-
 def test_events_and_thumbs_delivered_in_order_with_state(broker: Broker, tmp_path: Path) -> None:
     sub = Subscriber(broker.port)
     t = make_transport(broker.url, tmp_path / "state")
@@ -51,7 +36,7 @@ def test_events_and_thumbs_delivered_in_order_with_state(broker: Broker, tmp_pat
     items = [(make_event(i), b"\xff\xd8" + bytes([i]) * 500 if i % 2 == 0 else None) for i in range(40)]
     t.submit_many(items[:20])
     for item in items[20:]:
-        t.submit(*item)
+        t.submit_many([item])
     assert t.flush(20)
     assert sub.wait_for(lambda: len(sub.on("/events")) >= 40)
     evs = sub.events()
@@ -117,7 +102,7 @@ def test_centre_coming_online_gets_state_again(broker: Broker, tmp_path: Path) -
     assert sub.wait_for(lambda: len(sub.on("/state")) >= 2)
     assert json.loads(sub.on("/state")[-1].payload)["online"] is True
     publish(broker.port, Topics.centre_state, b"not json")  # ignored, transport keeps going
-    t.submit(make_event(1), None)
+    t.submit_many([(make_event(1), None)])
     assert t.flush(10)
     t.close()
     sub.close()
@@ -183,7 +168,7 @@ def test_outbox_full_while_offline_drops_thumbs_first(tmp_path: Path) -> None:
     assert wait_until(lambda: t.link.failed_attempts >= 1, 15.0)  # the node knows it is offline
     items = [(make_event(i), b"\xff\xd8" + bytes(4000)) for i in range(40)]  # ~160 kB of thumbs
     for it in items:
-        t.submit(*it)
+        t.submit_many([it])
     st = t.stats()
     assert st["dropped_events"] == 0 and st["dropped_thumbs"] > 0
     assert st["outbox_bytes"] <= 64 * 1024 and not st["connected"]
@@ -211,7 +196,7 @@ def test_rows_from_a_previous_run_are_historical(broker: Broker, tmp_path: Path)
     sub = Subscriber(broker.port)
     t2 = make_transport(broker.url, tmp_path / "s")
     t2.start()
-    t2.submit(make_event(3), None)
+    t2.submit_many([(make_event(3), None)])
     assert t2.flush(15)
     assert sub.wait_for(lambda: len(sub.on("/events")) >= 4)
     assert [(e["seq"], e["historical"]) for e in sub.events()] == [(0, True), (1, True), (2, True), (3, False)]
@@ -272,7 +257,7 @@ def test_mtls_connects_and_checks_the_hostname(tls_broker, tmp_path: Path) -> No
     tls = {"tls_ca": str(pki["ca"]), "tls_cert": str(pki["node"]), "tls_key": str(pki["node_key"])}
     t = make_transport(f"mqtts://localhost:{b.port}", tmp_path / "s", mqtt=tls)
     t.start()
-    t.submit(make_event(1), b"\xff\xd8x")
+    t.submit_many([(make_event(1), b"\xff\xd8x")])
     assert t.flush(15) and t.stats()["published"] == 1
     t.close()
     # the server certificate names only localhost: the same broker reached as 127.0.0.1 must be refused
@@ -301,7 +286,7 @@ def test_mqtt_311_fallback_when_asked(broker: Broker, tmp_path: Path) -> None:
     sub = Subscriber(broker.port)
     t = make_transport(broker.url, tmp_path / "s", mqtt={"protocol": "3.1.1"})
     t.start()
-    t.submit(make_event(1), b"\xff\xd8x")
+    t.submit_many([(make_event(1), b"\xff\xd8x")])
     assert t.flush(15)
     assert sub.wait_for(lambda: sub.on("/events") and sub.on("/state"))
     assert t.max_payload is None  # MQTT 3.1.1 has no Maximum Packet Size

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import DetectConfig, ModelConfig
+from agent.config import DetectConfig, LabelFilter, ModelConfig
 from agent.errors import ModelError
 from agent.sources.base import Frame
 from agent.vision.decoders import nms
@@ -73,8 +73,40 @@ def test_ssd_lstm_state_is_fed_back():
     for inp, out in det.layout.state:
         assert np.array_equal(det.runtime.get(inp), det.runtime.get(out))
         assert not (det.runtime.get(inp) == 77).all()
-    det.reset_state()
-    assert not det.runtime.get(det.layout.state[0][0]).any()
+
+
+def test_ssd_lstm_state_starts_over_on_a_fresh_frame():
+    """After a source reopens, its first frame (``fresh``) is inferred from zero state, not the old stream's."""
+    det = Detector(ModelConfig(path=shared(SSD)), DetectConfig(score_floor=0.2))
+    cap = cv2.VideoCapture(str(shared("clips/traffic_frames.mp4")))
+    ok, bgr = cap.read()
+    assert ok
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def detections(fresh: bool, planted: int | None = None) -> list:
+        if planted is not None:  # what an earlier stream might have left in the state
+            for inp, _ in det.layout.state:
+                det.runtime.set(inp, np.full(inp.shape, planted, inp.dtype))
+        frame = Frame(rgb, 0.0, 0)
+        frame.fresh = fresh
+        return det.detect(frame)
+
+    from_zero = detections(fresh=False, planted=0)
+    assert detections(fresh=True, planted=200) == from_zero
+    assert detections(fresh=False, planted=200) != from_zero  # the state matters to this model
+
+
+def test_score_floors_are_per_label_with_the_default_for_the_rest():
+    """One owner of score floors: a low floor for one label lowers the decoder's cut, not the others' floor."""
+    frame = Frame(rgb(shared("clips/traffic_full_0001.png")), 0.0, 0)
+    loose = Detector(ModelConfig(path=shared(YOLO)), DetectConfig(score_floor=0.1)).detect(frame)
+    assert any(d.label == "car" and 0.1 <= d.score < 0.7 for d in loose)  # something for the floor to drop
+    strict_cars = {(d.label, d.score) for d in loose if d.label != "car" or d.score >= 0.7}
+    for cfg in (DetectConfig(score_floor=0.7, per_label={"truck": LabelFilter(min_score=0.1)}),
+                DetectConfig(score_floor=0.1, per_label={"car": LabelFilter(min_score=0.7)})):
+        det = Detector(ModelConfig(path=shared(YOLO)), cfg)
+        assert det.floor == 0.1  # the decoder keeps candidates down to the lowest floor
+        assert {(d.label, d.score) for d in det.detect(frame)} == strict_cars, cfg
 
 
 def test_nms_is_classwise():

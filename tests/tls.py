@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.broker_config import write_broker_config
-from provisioning.ca import Identity, centre_identity, init_ca, issue_node
+from provisioning.ca import CaFiles, Identity, centre_name, init_ca, issue_node
 from tests.broker import Broker, free_port
 from tests.waiting import wait_until
 
@@ -41,7 +41,9 @@ class Pki:
 
     @property
     def centre(self) -> Identity:
-        return centre_identity(self.ca_dir)
+        """The centre identity ``init_ca`` wrote into the CA folder."""
+        files = CaFiles(self.ca_dir)
+        return Identity(centre_name(self.ca_dir), files.centre_cert, files.centre_key, files.ca_cert)
 
 
 def start_tls_broker(workdir: Path, pki: Pki, **kwargs: Any) -> Broker:

@@ -149,7 +149,7 @@ def _main(argv: list[str]) -> int:
     t.start()
     for i in range(args.count):
         ev = make_event(i)
-        t.submit(ev, b"\xff\xd8" + bytes(args.thumb_bytes) if args.thumb_bytes else None)
+        t.submit_many([(ev, b"\xff\xd8" + bytes(args.thumb_bytes) if args.thumb_bytes else None)])
         print(f"submitted {ev.event_id}", flush=True)
         time.sleep(args.interval)
     ok = t.flush(args.flush)

@@ -328,7 +328,9 @@ class EventEngine:
         stale = st.thumb_version != st.best_version
         misfit = st.thumb_budget != budget and (self._held(st) is None or len(st.thumb.jpeg) > budget)
         if stale or misfit:
-            if self._put_off(st, misfit):
+            # an encode whose JPEG would not be sent whatever it is waits: ``_held`` makes it if a budget
+            # change ever needs its size (so decisions stay those of encoding right away)
+            if self._resend_declined(st, misfit):
                 st.thumb, st.thumb_pending = None, st.best_crop
             else:
                 st.thumb, st.thumb_pending = self.thumbnailer.encode(st.best_crop), None
@@ -348,11 +350,6 @@ class EventEngine:
     def _resend_declined(st: _TrackState, misfit: bool) -> bool:
         """A track's later thumbnail goes out only when the held one misfits or the view got much better."""
         return st.sent_sha is not None and not misfit and st.best_q < st.sent_q * THUMB_RESEND
-
-    def _put_off(self, st: _TrackState, misfit: bool) -> bool:
-        """Skip an encode whose JPEG would not be sent whatever it is; ``_held`` makes it if a budget
-        change ever needs its size (so decisions stay those of encoding right away)."""
-        return self._resend_declined(st, misfit)
 
     def _held(self, st: _TrackState) -> Thumb | None:
         """The thumbnail last made for the track, encoding a put-off one now (at the budget it was for)."""

@@ -2,7 +2,7 @@
 
 ``seq`` must be monotonic per node across restarts without an fsync per event, so the store *reserves*
 blocks: the file holds a number no issued seq has reached yet; when the block runs out the next
-boundary is written (atomically: temp file, fsync, rename, fsync of the directory) before any seq
+boundary is written (``write_atomic``: a crash leaves the old number or the new) before any seq
 of the new block is issued. A crash therefore skips at most one block, never repeats a number.
 A clean ``close`` writes the exact next value so restarts leave no gap.
 """
@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+from agent.atomic import write_atomic
 from agent.errors import EdgecamError
 
 log = logging.getLogger(__name__)
@@ -38,25 +39,6 @@ def uuid7(unix_ms: int | None = None) -> str:
 def new_boot_id() -> str:
     """A fresh id for this process's lifetime (UUIDv7 so boots sort by start time)."""
     return uuid7()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 class SeqStore:
@@ -109,6 +91,6 @@ class SeqStore:
 
     def _write(self, value: int) -> None:
         try:
-            _atomic_write(self.path, f"{value}\n")
+            write_atomic(self.path, f"{value}\n")
         except OSError as exc:
             raise EdgecamError(f"state_dir {self.path}: cannot write seq ({exc.strerror})") from None

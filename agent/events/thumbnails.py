@@ -62,11 +62,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     raise ValueError("JPEG encoding failed")  # pragma: no cover
 
 
-def crop_box(image: np.ndarray, bbox: BBox, context: float, max_side: int) -> np.ndarray:
-    """The box plus ``context`` margin, clipped to the frame, downscaled to ``max_side`` (never up)."""
-    return downscale(box_region(image, bbox, context), max_side)
-
-
 def box_region(image: np.ndarray, bbox: BBox, context: float) -> np.ndarray:
     """The box plus ``context`` margin, clipped to the frame, at native resolution (a view, no copy)."""
     h, w = image.shape[:2]
@@ -135,7 +130,7 @@ class Cut:
     max_side: int
 
     def scaled(self) -> np.ndarray:
-        """The pixels ``crop_box`` gives for the same box (this array itself when no downscale is due)."""
+        """The pixels downscaled to ``max_side``, never up (this array itself when no downscale is due)."""
         return self.pixels if max(self.pixels.shape[:2]) <= self.max_side else downscale(self.pixels, self.max_side)
 
 
@@ -160,11 +155,9 @@ class Thumbnailer:
     def budget(self) -> int:
         return self.cfg.max_bytes if self._cap is None else min(self.cfg.max_bytes, self._cap)
 
-    def crop(self, image: np.ndarray, bbox: BBox) -> np.ndarray:
-        return crop_box(image, bbox, self.cfg.context, self.cfg.max_side)
-
     def cut(self, image: np.ndarray, bbox: BBox) -> Cut:
-        """What ``crop`` gives, with the downscale left to ``encode``: a track's best frame is cut many
+        """The box plus ``context`` margin, clipped to the frame, at native resolution; the downscale to
+        ``max_side`` (never up) is left to ``encode``: a track's best frame is cut many
         times but encoded only when an event carries it, and the copy is far cheaper than the resize."""
         return Cut(box_region(image, bbox, self.cfg.context).copy(), self.cfg.max_side)
 

@@ -30,10 +30,11 @@ class Frame:
     ``lores`` is an optional low-resolution RGB view the camera already made (picamera2's lores stream);
     inference uses it when present. ``model_input`` is the detector's input for this frame, prepared on
     the capture thread (``Detector.prepare``). ``ts`` is the capture time in epoch seconds (for file
-    sources: start time + media time).
+    sources: start time + media time). ``fresh`` marks the first frame after the source (re)opened: what
+    came before is another sequence, so a recurrent model's state starts over (``Detector.infer``).
     """
 
-    __slots__ = ("_image", "index", "lores", "model_input", "truth", "ts", "yuv")
+    __slots__ = ("_image", "fresh", "index", "lores", "model_input", "truth", "ts", "yuv")
 
     def __init__(self, image: np.ndarray | None = None, ts: float = 0.0, index: int = 0,
                  lores: np.ndarray | None = None, truth: list[TruthBox] | None = None,
@@ -47,6 +48,7 @@ class Frame:
         self.lores = lores
         self.truth = truth
         self.model_input: Any = None
+        self.fresh = False
 
     @property
     def image(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.backoff import Backoff
 from agent.config import CaptureConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
@@ -47,7 +48,7 @@ class Capture:
         # a looping file is not finite but is still ours to pace: --fast must not decode frames only to drop them
         self.lossless = cfg.fast and (source.finite or not source.live)
         self.stats = CaptureStats()
-        self._rng = rng or random.Random()
+        self._delays = Backoff(cfg.reopen_min_s, cfg.reopen_max_s, rng)
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._ended = False
@@ -98,21 +99,18 @@ class Capture:
             self._ended = True
             self._cond.notify_all()
 
-    def _backoff(self, attempt: int) -> None:
-        cap = min(self.cfg.reopen_max_s, self.cfg.reopen_min_s * (2 ** min(attempt, 16)))
-        self._stop.wait(self._rng.uniform(self.cfg.reopen_min_s / 2, cap))
+    def _backoff(self) -> None:
+        self.stats.reopens += 1
+        self._stop.wait(self._delays.next())
 
     def _open(self) -> bool:
-        attempt = 0
         while not self._stop.is_set():
             try:
                 self.source.open()
                 return True
             except SourceError as exc:
                 self._failed(exc)
-                self._backoff(attempt)
-                attempt += 1
-                self.stats.reopens += 1
+                self._backoff()
         return False
 
     def _failed(self, exc: Exception) -> None:
@@ -126,10 +124,10 @@ class Capture:
         try:
             if not self._opened and not self._open():
                 return
+            fresh = True  # the first frame of each opening starts a new sequence
             paced = not self.source.live and not self.cfg.fast and self.source.fps
             t0 = time.monotonic()
             n = 0
-            attempt = 0
             while not self._stop.is_set():
                 if self.max_frames is not None and n >= self.max_frames:
                     break
@@ -143,15 +141,15 @@ class Capture:
                 except SourceError as exc:
                     self._failed(exc)
                     self.source.close()
-                    self._backoff(attempt)
-                    attempt += 1
-                    self.stats.reopens += 1
+                    self._backoff()
                     if not self._open():
                         break
+                    fresh = True
                     continue
-                attempt = 0
+                self._delays.reset()
                 if frame is None:
                     break
+                frame.fresh, fresh = fresh, False
                 t1 = time.thread_time()
                 if self.prepare is not None:
                     self.prepare(frame)

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.config import FileSource as FileSourceConfig
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.sources.kinds import FileSource as FileSourceConfig
 from agent.sources.video import VideoReader
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -7,9 +7,9 @@ import time
 
 import cv2
 
-from agent.config import Picamera2Source as Picamera2Config
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.sources.kinds import Picamera2Source as Picamera2Config
 
 
 class Picamera2Source(Source):

@@ -6,9 +6,9 @@ import time
 
 import cv2
 
-from agent.config import RtspSource, V4l2Source
 from agent.errors import SourceError
 from agent.sources.base import Frame, Source
+from agent.sources.kinds import RtspSource, V4l2Source
 from agent.sources.video import VideoReader
 
 #: RTSP socket timeout: a camera that stops answering is reopened instead of hanging the capture thread

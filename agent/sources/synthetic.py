@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from agent.config import SyntheticSource
 from agent.sources.base import Frame, Source
+from agent.sources.kinds import SyntheticSource
 from agent.sources.scene import StreetScene
 
 

@@ -71,36 +71,15 @@ def greedy_match(
     det_boxes: np.ndarray,
     iou_min: float,
     max_dist: float,
-    same_label: np.ndarray | None = None,
+    same: Callable[[int, int], bool] | None = None,
     ious: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Pairs (track index, detection index): best IoU first, then nearest centre for the rest.
 
-    The centroid pass catches small fast objects whose boxes no longer overlap between frames; it only
-    pairs boxes with the same label (``same_label[i, j]``) when that matrix is given. ``ious`` is
-    ``iou_matrix(track_boxes, det_boxes)`` when the caller already has it.
-    """
-    same = None
-    if same_label is not None:
-        rows = np.asarray(same_label, dtype=bool).tolist()
-
-        def same(t: int, d: int) -> bool:
-            return rows[t][d]
-
-    return _greedy(track_boxes, det_boxes, iou_min, max_dist, same, ious)
-
-
-def _greedy(
-    track_boxes: np.ndarray,
-    det_boxes: np.ndarray,
-    iou_min: float,
-    max_dist: float,
-    same: Callable[[int, int], bool] | None,
-    ious: np.ndarray | None,
-) -> list[tuple[int, int]]:
-    """``greedy_match`` with the label test as a function (the tracker asks it only for the few pairs left).
-
-    Ties go to the lower flat index ``t * m + d`` in both passes (a stable sort of the row-major matrix).
+    The centroid pass catches small fast objects whose boxes no longer overlap between frames; with
+    ``same`` it only pairs a track and a detection for which ``same(t, d)`` (the tracker asks it only for
+    the few pairs left). ``ious`` is ``iou_matrix(track_boxes, det_boxes)`` when the caller has it. Ties go
+    to the lower flat index ``t * m + d`` in both passes (a stable sort of the row-major matrix).
     """
     n, m = len(track_boxes), len(det_boxes)
     if n == 0 or m == 0:
@@ -235,7 +214,8 @@ class TrackUpdate:
 
 
 class Tracker:
-    """Associates detections to tracks frame by frame; owns detection filtering (labels, floors, masks)."""
+    """Associates detections to tracks frame by frame; decides which detections may become tracks (labels,
+    areas, masks). Score floors are the detector's (``Detector.configure``): it alone knows the model's."""
 
     def __init__(self, cfg: TrackerConfig, detect: DetectConfig, zones: ZoneSet | None = None) -> None:
         self._next_uid = 1
@@ -248,15 +228,9 @@ class Tracker:
         self.detect = detect
         self.zones = zones or ZoneSet()
         self._allow = frozenset(detect.labels) if detect.labels else None
-        self._limits: dict[str, tuple[float, float]] = {}  # label → (floor, min_area), filled as labels come
+        self._min_areas: dict[str, float] = {}  # label → min_area, filled as labels come
 
     # ------------------------------------------------------------ thresholds
-
-    def floor(self, label: str) -> float:
-        f = self.detect.per_label.get(label)
-        if f is not None and f.min_score is not None:
-            return f.min_score
-        return self.detect.score_floor or 0.0
 
     def threshold(self, label: str) -> float:
         f = self.detect.per_label.get(label)
@@ -267,17 +241,16 @@ class Tracker:
         return f.min_area if f is not None and f.min_area is not None else self.cfg.min_area
 
     def filter(self, detections: list[Detection]) -> list[Detection]:
-        """Drop detections of unwanted labels, under their floor or min area, or anchored in a mask."""
-        allow, limits = self._allow, self._limits
+        """Drop detections of unwanted labels, under their min area, or anchored in a mask."""
+        allow, min_areas = self._allow, self._min_areas
         kept = []
         for d in detections:
             if allow is not None and d.label not in allow:
                 continue
-            lim = limits.get(d.label)
-            if lim is None:
-                lim = limits[d.label] = (self.floor(d.label), self.min_area(d.label))
-            area = d.area
-            if d.score >= lim[0] and area >= lim[1] and area > 0:
+            least = min_areas.get(d.label)
+            if least is None:
+                least = min_areas[d.label] = self.min_area(d.label)
+            if d.area >= least:
                 kept.append(d)
         if kept and self.zones.has_masks:
             masked = self.zones.masked(d.bbox for d in kept)
@@ -300,7 +273,7 @@ class Tracker:
         def same(t: int, d: int) -> bool:
             return tracks[t].label == dets[d].label
 
-        pairs = _greedy(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
+        pairs = greedy_match(tboxes, dboxes, self.cfg.iou_match, self.cfg.max_centroid_dist, same, ious)
         matched_d = set()
         for ti, di in pairs:
             self.tracks[ti].observe(dets[di], ts, self.cfg.stationary_iou)

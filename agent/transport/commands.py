@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.atomic import write_atomic
 from agent.config import format_validation_error
 from agent.contract import CommandRequest, CommandResponse, Topics, iso_ms, utc_now
 from agent.errors import EdgecamError
@@ -60,10 +60,8 @@ class RecentIds:
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
             try:
-                tmp.write_text(json.dumps(list(self._ids)), encoding="utf-8")
-                os.replace(tmp, self.path)
+                write_atomic(self.path, json.dumps(list(self._ids)))
             except OSError as exc:
                 log.warning("%s: cannot persist command ids: %s", self.path, exc)
 

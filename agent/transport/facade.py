@@ -26,8 +26,9 @@ from agent.config import AgentConfig
 from agent.contract import CentreState, CommandRequest, Event, Health, State, Topics, Versions, utc_now
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
-from agent.transport.mqtt_client import MqttLink, publish_packet_size
+from agent.transport.mqtt_client import MqttLink
 from agent.transport.outbox import Item, Outbox, Row
+from agent.transport.packet_size import publish_packet_size
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,6 @@ class Transport:
         self._more.set()
         self.link.start()
 
-    def submit(self, event: Event, thumb: bytes | None) -> None:
-        self.submit_many([(event, thumb)])
-
     def submit_many(self, items: list[tuple[Event, bytes | None]]) -> None:
         """Thumb then event JSON of each item, all in one outbox transaction; wakes the sender."""
         late = self.link.in_outage
@@ -129,7 +127,7 @@ class Transport:
         size = self.link.max_packet_size
         if size is None:
             return None
-        overhead = publish_packet_size(self.topics.thumbs("0" * 36), 0, self._props["thumb"]) + 4
+        overhead = publish_packet_size(self.topics.thumbs("0" * 36), 0, 1, self._props["thumb"]) + 4
         return max(0, size - overhead)
 
     def stats(self) -> dict[str, Any]:
@@ -271,7 +269,8 @@ class Transport:
 
     def _too_big(self, row: Row) -> bool:
         limit = self.link.max_packet_size
-        return limit is not None and publish_packet_size(row.topic, len(row.payload), self._props.get(row.kind)) > limit
+        size = publish_packet_size(row.topic, len(row.payload), 1, self._props.get(row.kind))
+        return limit is not None and size > limit
 
     def _historical(self, row: Row) -> bool:
         return row.late or row.attempts > 0 or row.id <= self.outbox.startup_max_id

@@ -1,10 +1,10 @@
 """The MQTT link: paho-mqtt 2.x (VERSION2 callbacks, MQTT 5) driven by our own connect loop.
 
-Why our own loop instead of ``loop_start()``: reconnects use full-jitter exponential backoff between
-``mqtt.backoff_min_s`` and ``backoff_max_s``, every connection gets a fresh ``Will`` (its ``bd_seq``), and
-a fresh paho ``Client`` per connection means no hidden resend queue: what is unacknowledged is decided
-by the outbox alone. The link thread also calls the owner's ``on_tick`` between network rounds, which
-is where the outbox is pumped, so all publishing of outbox rows happens on one thread.
+Why our own loop instead of ``loop_start()``: reconnects use full-jitter exponential backoff
+(``agent.backoff``: ``mqtt.backoff_min_s`` doubling up to ``backoff_max_s``), every connection gets a fresh
+``Will`` (its ``bd_seq``), and a fresh paho ``Client`` per connection means no hidden resend queue: what is
+unacknowledged is decided by the outbox alone. The link thread also calls the owner's ``on_tick`` between
+network rounds, which is where the outbox is pumped, so all publishing of outbox rows happens on one thread.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -26,44 +24,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.errors import ConfigError
+from agent.transport.mqtt_url import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT_S = 0.05
 CONNACK_TIMEOUT_S = 15.0
 STABLE_AFTER_S = 10.0  # a connection that lived this long resets the backoff
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883); optional ``user:pass@``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"mqtt.url: {url!r}: {exc}") from None
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt.url: {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ConfigError(f"mqtt.url: {url!r}: no host")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
@@ -74,39 +44,12 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
         raise ConfigError(f"mqtt.tls_ca: cannot load {cfg.tls_ca}: {exc}") from None
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
-    if cfg.tls_key and not cfg.tls_cert:
-        raise ConfigError("mqtt.tls_key: given without mqtt.tls_cert")
     if cfg.tls_cert:
         try:
             ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key) if cfg.tls_key else None)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt.tls_cert: cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
     return ctx
-
-
-def backoff(min_s: float, max_s: float, rng: random.Random | None = None) -> Iterator[float]:
-    """Full jitter: the n-th delay is uniform in [min, min(max, min·2ⁿ)] (AWS architecture blog)."""
-    rng = rng or random.Random()
-    n = 0
-    while True:
-        cap = min(max_s, min_s * (2 ** min(n, 30)))
-        yield rng.uniform(min(min_s, cap), cap)
-        n += 1
-
-
-def varint_len(n: int) -> int:
-    size = 1
-    while n >= 128:
-        n //= 128
-        size += 1
-    return size
-
-
-def publish_packet_size(topic: str, payload_len: int, props: Properties | None, qos: int = 1) -> int:
-    """Exact size of a PUBLISH packet, to compare with the broker's Maximum Packet Size."""
-    props_len = len(props.pack()) if props is not None else 0
-    rem = 2 + len(topic.encode()) + (2 if qos else 0) + props_len + payload_len
-    return 1 + varint_len(rem) + rem
 
 
 class LinkOwner(Protocol):
@@ -127,12 +70,10 @@ class MqttLink:
         self.cfg = cfg
         self.client_id = client_id
         self.owner = owner
-        self.address = parse_url(cfg.url)
+        self.address = parse_mqtt_url(cfg.url)  # validated with the config: TLS files only with mqtts://
         self.v5 = cfg.protocol == "5"
         self._ssl = tls_context(cfg) if self.address.tls else None
-        if not self.address.tls and (cfg.tls_cert or cfg.tls_ca):
-            log.warning("mqtt.tls_*: ignored because mqtt.url is mqtt:// (use mqtts:// for TLS)")
-        self._rng = rng or random.Random()
+        self._delays = Backoff(cfg.backoff_min_s, cfg.backoff_max_s, rng)
         self._client: mqtt.Client | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -211,7 +152,6 @@ class MqttLink:
         return client
 
     def _run(self) -> None:
-        delays = backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
         while not self._stop.is_set():
             try:
                 up_at = self._connection()
@@ -222,10 +162,10 @@ class MqttLink:
                 self._failed(f"connection attempt failed: {exc}")
                 up_at = None
             if up_at is not None and time.monotonic() - up_at >= STABLE_AFTER_S:
-                delays = backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
+                self._delays.reset()
             if self._stop.is_set():
                 break
-            delay = next(delays)
+            delay = self._delays.next()
             log.debug("mqtt: reconnecting in %.2fs", delay)
             self._stop.wait(delay)
 

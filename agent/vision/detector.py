@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
 DEFAULT_FLOOR = 0.3
-DEFAULT_NMS_IOU = 0.45
 
 
 def load_labels(path: Path) -> list[str]:
@@ -203,19 +202,22 @@ class Detector:
         return False
 
     def configure(self, cfg: DetectConfig) -> None:
-        """Thresholds can change at run time (config/desired)."""
-        floor = cfg.score_floor if cfg.score_floor is not None else (self.resolved.score or DEFAULT_FLOOR)
-        per_label = [f.min_score for f in cfg.per_label.values() if f.min_score is not None]
-        self.floor = min([floor, *per_label])
+        """Thresholds can change at run time (config/desired).
+
+        The detector owns the score floors (``detect.per_label.*.min_score``, else ``detect.score_floor``,
+        else the manifest's, else 0.3): only it knows the model's default, and its decoder cuts candidates
+        in the quantised domain at the lowest floor any label needs. Which labels, sizes and places become
+        tracks (``detect.labels``, ``min_area``, masks) is the tracker's filter."""
+        self.default_floor = cfg.score_floor if cfg.score_floor is not None else (self.resolved.score or DEFAULT_FLOOR)
+        self.label_floors = {k: f.min_score for k, f in cfg.per_label.items() if f.min_score is not None}
+        self.floor = min([self.default_floor, *self.label_floors.values()])
         self.nms_iou = cfg.nms_iou if "nms_iou" in cfg.model_fields_set else (self.resolved.nms_iou or cfg.nms_iou)
         self.max_detections = cfg.max_detections
-        self.allowed = set(cfg.labels) if cfg.labels else None
 
-    def reset_state(self) -> None:
-        """Zero the recurrent state (a new clip or a reopened camera starts a new sequence)."""
+    def _reset_state(self, runtime: ModelRuntime) -> None:
+        """Zero the recurrent state: a reopened camera or stream starts a new sequence (``Frame.fresh``)."""
         for inp, _ in self.layout.state:
-            zero = np.full(inp.shape, inp.zero_point if inp.quantised else 0, inp.dtype)
-            self.runtime.set(inp, zero)
+            runtime.set(inp, np.full(inp.shape, inp.zero_point if inp.quantised else 0, inp.dtype))
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class{class_id}"
@@ -229,6 +231,8 @@ class Detector:
         """Inference thread (the one thread using ``lane`` now): input into the tensor, invoke, recurrent
         state fed back, outputs copied out."""
         ln = self.lanes[lane]
+        if frame.fresh and self.layout.state:
+            self._reset_state(ln.runtime)
         t0 = time.perf_counter()
         geom = ln.writer.write(frame)
         frame.model_input = None  # in the tensor now; the frame lives on (tracking, thumbnails) without it
@@ -254,12 +258,11 @@ class Detector:
         t0 = time.thread_time()
         boxes, scores, classes = self.decoder.decode(raw.taken, self.floor, self.nms_iou, self.max_detections)
         boxes = raw.geometry.to_frame(boxes)
+        floors, default = self.label_floors, self.default_floor
         dets = []
         for box, score, cid in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True):
             label = self.label(int(cid))
-            if self.allowed is not None and label not in self.allowed:
-                continue
-            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+            if score < floors.get(label, default) or box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
                 continue
             dets.append(Detection(label, int(cid), float(score), tuple(box)))  # type: ignore[arg-type]
         self._decode_times.decode_ms += (time.thread_time() - t0) * 1e3

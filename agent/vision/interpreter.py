@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.errors import ModelError
 from agent.thread_priority import thread_ids
+from agent.vision.delegates import DELEGATES
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,12 @@ class ModelRuntime:
         self.content = content if content is not None else check_tflite_file(self.path)
         self.delegate_name = "cpu"
         delegates = []
-        if delegate is not None and getattr(delegate, "kind", "cpu") == "edgetpu":
+        if delegate is not None:
             try:
-                opts = {"device": delegate.device} if delegate.device else {}
-                delegates.append(load_delegate(delegate.library, opts))
-                self.delegate_name = "edgetpu"
+                delegates = DELEGATES[delegate.kind].load()(delegate, load_delegate)
+                self.delegate_name = delegate.kind
             except (ValueError, OSError) as exc:
-                log.warning("EdgeTPU delegate %s did not load (%s); running on CPU", delegate.library, exc)
+                log.warning("%s delegate (%s) did not load (%s); running on CPU", delegate.kind, delegate, exc)
         before = thread_ids()
         try:
             with native_stderr_to_log():

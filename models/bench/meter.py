@@ -13,34 +13,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from agent.contract import NODE, publishes
-
-
-def _varint_len(n: int) -> int:
-    size = 1
-    while n >= 128:
-        n //= 128
-        size += 1
-    return size
-
-
-def _props_len(props: Any) -> int:
-    """Encoded length of the MQTT 5 properties of a received message (paho can pack them itself)."""
-    if props is None:
-        return 0
-    try:
-        return len(props.pack()) - _varint_len(0)  # pack() includes its own length prefix
-    except Exception:  # paho version differences: properties are a small, second-order term
-        return 0
-
-
-def wire_size(topic: str, payload_len: int, qos: int, props_len: int) -> int:
-    """Bytes of one PUBLISH packet as MQTT 5 encodes it."""
-    variable = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + _varint_len(props_len) + props_len
-    remaining = variable + payload_len
-    return 1 + _varint_len(remaining) + remaining
+from agent.transport.mqtt_url import parse_mqtt_url
+from agent.transport.packet_size import publish_packet_size
 
 
 @dataclass
@@ -57,8 +33,8 @@ class ByteMeter:
     def __init__(self, url: str, node_id: str) -> None:
         import paho.mqtt.client as mqtt
 
-        u = urlparse(url)
-        self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
+        address = parse_mqtt_url(url, "bench broker URL")
+        self.host, self.port = address.host, address.port
         #: (filter, qos) of every channel this node may publish; a message is counted under its channel's key
         self.channels = publishes(NODE)
         self.subscriptions = [(ch.filter(node_id=node_id), ch.qos) for ch in self.channels]
@@ -79,7 +55,7 @@ class ByteMeter:
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         kind = next((ch.key for ch in self.channels if ch.match(msg.topic) is not None), "other")
-        size = wire_size(msg.topic, len(msg.payload), msg.qos, _props_len(getattr(msg, "properties", None)))
+        size = publish_packet_size(msg.topic, len(msg.payload), msg.qos, getattr(msg, "properties", None))
         with self._lock:
             tot = self.totals.setdefault(kind, KindTotals())
             tot.messages += 1

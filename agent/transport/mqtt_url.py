@@ -1,0 +1,79 @@
+"""The broker URL and TLS file options, checked by one set of rules for the node, the centre and the bench.
+
+``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883), optional ``user:pass@``. TLS files
+(CA, client certificate, client key) belong to ``mqtts://`` only, and a client certificate needs its key
+and the other way round. Errors are one line naming the option as the caller spells it (``mqtt.url``,
+``--mqtt``, ``mqtt.tls_key``, ``--tls-key``). Stdlib only: the config model imports it at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+class MqttOptionError(ValueError):
+    """One bad option; ``str()`` is the one-line message, ``option`` the name the caller gave it."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Without credentials: safe to log."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def parse_mqtt_url(url: str, option: str = "mqtt.url") -> BrokerAddress:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise MqttOptionError(option, f"{url!r}: {exc}") from None
+    if parts.scheme not in DEFAULT_PORTS:
+        raise MqttOptionError(option, f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    if not parts.hostname:
+        raise MqttOptionError(option, f"{url!r}: no host")
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[parts.scheme],
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def check_tls_files(tls: bool, ca: Path | None, cert: Path | None, key: Path | None,
+                    names: tuple[str, str, str] = ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key"),
+                    must_exist: bool = False) -> None:
+    """The TLS file options (``names`` as the caller spells them: CA, certificate, key) fit together.
+
+    ``must_exist`` also checks that each given file is there (tools check before connecting; the node's
+    config may be written before its certificates are provisioned, so it checks when it connects)."""
+    _, cert_name, key_name = names
+    if (cert is None) != (key is None):
+        given, missing = (cert_name, key_name) if key is None else (key_name, cert_name)
+        raise MqttOptionError(given, f"given without {missing} (a client certificate and its key go together)")
+    if not tls:
+        for name, path in zip(names, (ca, cert, key), strict=True):
+            if path is not None:
+                raise MqttOptionError(name, "given, but the broker URL is mqtt:// (use mqtts:// for TLS)")
+    if must_exist:
+        for name, path in zip(names, (ca, cert, key), strict=True):
+            if path is not None and not Path(path).is_file():
+                raise MqttOptionError(name, f"{path}: file not found")
