@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -204,14 +204,27 @@ class HealthConfig(Section):
     period_s: float = Field(30.0, gt=0)
 
 
+class TrialConfig(Section):
+    """How a config from the centre that needs a restart is tried before it is kept (local only)."""
+
+    window_s: float = Field(120.0, gt=0, description="seconds from the change's arrival (restart included) in "
+                            "which the node must become healthy (source open, model loaded, broker connected, "
+                            "frames flowing), or it goes back to its last-known-good config by itself")
+    max_starts: int = Field(3, ge=1, description="starts allowed during one trial; more is a crash loop")
+
+
+#: ``json_schema_extra`` of an ``AgentConfig`` field that is read once at start: a change restarts the agent
+RESTART = {"restart": True}
+
+
 class AgentConfig(Section):
     node_id: NodeId = "edgecam-dev"
-    camera_id: str = Field("cam0", min_length=1)
+    camera_id: str = Field("cam0", min_length=1, json_schema_extra=RESTART)
     state_dir: Path = Path("var/edgecam")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    source: SourceConfig = Field(default_factory=SyntheticSource)
-    capture: CaptureConfig = Field(default_factory=CaptureConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    source: SourceConfig = Field(default_factory=SyntheticSource, json_schema_extra=RESTART)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, json_schema_extra=RESTART)
+    model: ModelConfig = Field(default_factory=ModelConfig, json_schema_extra=RESTART)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
@@ -219,9 +232,23 @@ class AgentConfig(Section):
     zones: list[Zone] = Field(default_factory=list)
     masks: list[Mask] = Field(default_factory=list)
     thumbnails: ThumbnailConfig = Field(default_factory=ThumbnailConfig)
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, json_schema_extra=RESTART)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, json_schema_extra=RESTART)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    trial: TrialConfig = Field(default_factory=TrialConfig)
+
+    #: fields config/desired may not change, and why (the rejection names the field and says this)
+    LOCAL_ONLY: ClassVar[dict[str, str]] = {
+        "node_id": "it is the node's identity (certificate, client id, topics)",
+        "state_dir": "it is where the node keeps its state",
+        "trial": "it guards the node against a bad config from the centre",
+    }
+
+    @classmethod
+    def needs_restart(cls, name: str) -> bool:
+        """A change to field ``name`` takes effect only after a restart (the field says so: ``RESTART``)."""
+        extra = cls.model_fields[name].json_schema_extra
+        return isinstance(extra, dict) and bool(extra.get("restart"))
 
 
 # ---------------------------------------------------------------- loading
@@ -239,11 +266,12 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 _UNION_TAGS = frozenset(SOURCES.kinds + DELEGATES.kinds)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_layers(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section; a section naming its ``kind`` replaces the other whole."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and "kind" not in value:
-            out[key] = _merge(out[key], value)
+            out[key] = merge_layers(out[key], value)
         else:
             out[key] = value
     return out
@@ -297,6 +325,6 @@ def load_config(
 ) -> AgentConfig:
     """TOML file (optional), then env, then CLI overrides; validated once at the end."""
     data: dict[str, Any] = read_toml(path) if path else {}
-    data = _merge(data, env_overrides(environ))
-    data = _merge(data, overrides or {})
+    data = merge_layers(data, env_overrides(environ))
+    data = merge_layers(data, overrides or {})
     return build_config(data, str(path) if path else "config")

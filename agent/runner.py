@@ -7,6 +7,11 @@ each frame to a free interpreter's own thread instead (``InferenceLanes``) and p
 results in frame order. MQTT has its own thread. Everything the centre can
 change at run time (config/desired, commands) reaches the loop through a queue, and what the event
 engine owns is changed on its own thread, so each pipeline object is only ever touched by one thread.
+
+The config comes from ``agent.config_owner.ConfigOwner``: the runner starts on ``start_config()``, hands
+hot changes to the consumers that declared the changed sections, restarts for the others, and during a
+trial proves the node healthy (``healthy()``) or gives up (``revert``): at start-up in-process, later by
+restarting onto the last-known-good config.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import numpy as np
 from agent import __version__
 from agent.atomic import write_atomic
 from agent.config import AgentConfig
+from agent.config_owner import Change, ConfigOwner, Consumers
 from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
+from agent.errors import EdgecamError
 from agent.memory import peak_rss_mb
 from agent.service import sd_notify, setup_logging, watchdog_period_s
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
@@ -68,9 +75,9 @@ class Counters:
 
 
 class Agent:
-    """One running node agent. ``run()`` returns the process exit code."""
+    """One running node agent on ``cfg`` (its owner's start config). ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: AgentConfig, opts: RunOptions) -> None:
+    def __init__(self, cfg: AgentConfig, opts: RunOptions, owner: ConfigOwner | None = None) -> None:
         import cv2
 
         from agent.events.ids import new_boot_id
@@ -83,6 +90,7 @@ class Agent:
         cv2.setNumThreads(1)
         self.cfg = cfg
         self.opts = opts
+        self.owner = owner or ConfigOwner(cfg)
         self.t_start = time.monotonic()
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.source = open_source(cfg.source, cfg.capture.decode_threads)
@@ -93,6 +101,8 @@ class Agent:
         self.counters = Counters()
         self.stop = threading.Event()
         self.restart = False
+        self.flush_on_exit = True
+        self._built = False
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.last_frame = None
         self._recent_invoke: deque[float] = deque(maxlen=512)
@@ -100,6 +110,12 @@ class Agent:
         self._health_t = time.monotonic()
 
     # ------------------------------------------------------------ wiring
+
+    def build(self) -> None:
+        """Everything but the threads' start; raises the user errors a config can cause (TLS files, outbox)."""
+        if not self._built:
+            self._build()
+            self._built = True
 
     def _build(self) -> None:
         from agent.events.engine import EventEngine
@@ -116,7 +132,7 @@ class Agent:
         caps = ["events", "thumbs", "snapshot", "config", f"model:{self.detector.layout.kind}",
                 f"source:{cfg.source.kind}"]
         self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
-                                   on_command=self._on_command, on_config=self._on_config)
+                                   on_command=self._on_command, config=self.owner)
         # one multi-threaded interpreter leaves short idle gaps on every core and stalls whenever one of its
         # threads loses its core: capture and post-processing stay out of its way (a nicer capture thread,
         # an idle-class post thread). Single-thread interpreters side by side leave no gaps and do not
@@ -132,6 +148,14 @@ class Agent:
         #: the engine's count of moving tracks, taken on its thread after each frame (the gate reads it here)
         self._moving_tracks = 0
         self._budget_seen: int | None = None
+        # who reads which config section after start: a hot change reaches exactly these (main thread)
+        self.consumers = Consumers()
+        self.consumers.add("detector", self.detector.CONFIG_SECTIONS, lambda c: self.detector.configure(c.detect))
+        self.consumers.add("motion gate", self.gate.CONFIG_SECTIONS, lambda c: self.gate.reconfigure(c.motion))
+        self.consumers.add("event engine", self.engine.CONFIG_SECTIONS,
+                           lambda c: self.post.submit(self.engine.reconfigure, c))  # between frames, its thread
+        self.consumers.add("transport", self.transport.CONFIG_SECTIONS, self.transport.reconfigure)
+        self.consumers.add("logging", {"log_level"}, lambda c: logging.getLogger().setLevel(c.log_level))
 
     # ------------------------------------------------------------ called from the MQTT thread
 
@@ -169,20 +193,44 @@ class Agent:
         return {"topic": Topics(self.cfg.node_id).thumbs(snap_id), "frame_ts": frame.ts,
                 **thumb.ref.model_dump()}
 
-    def _on_config(self, new_cfg: AgentConfig, version: int) -> bool:
-        restart = any(getattr(new_cfg, k) != getattr(self.cfg, k) for k in COLD_SECTIONS)
-        self.inbox.put(("restart" if restart else "config", new_cfg))
-        return restart
+    def _on_config_change(self, change: Change) -> None:
+        self.inbox.put(("restart" if change.restart else "config", change))
 
     # ------------------------------------------------------------ loop
 
-    def _apply(self, new_cfg: AgentConfig) -> None:
-        self.cfg = new_cfg
-        self.detector.configure(new_cfg.detect)
-        self.gate.reconfigure(new_cfg.motion)
-        self.post.submit(self.engine.reconfigure, new_cfg)  # between two frames, on the engine's thread
-        logging.getLogger().setLevel(new_cfg.log_level)
-        log.info("applied new config (hot)")
+    def _apply(self, change: Change) -> None:
+        self.cfg = change.cfg
+        reached = self.consumers.deliver(change)
+        log.info("config v%d applied hot (%s) to %s", change.version, ", ".join(sorted(change.sections)),
+                 ", ".join(reached) or "no consumer")
+
+    def _watch_trial(self) -> None:
+        """On a trial config: commit it once healthy; past its deadline, revert and restart onto last-known-good."""
+        if not self.owner.running_trial or self.stop.is_set():
+            return
+        missing = self._not_yet_healthy()
+        if missing is None:
+            self.owner.healthy()
+        elif self.owner.trial_expired():
+            self.owner.revert(f"not healthy within its trial window ({self.cfg.trial.window_s:g} s): {missing}")
+            # unsent events stay in the outbox for the next start: no waiting for a broker this config never reached
+            self.flush_on_exit = False
+            self._restart()
+
+    def _not_yet_healthy(self) -> str | None:
+        """What keeps the node from being healthy (source open, model loaded, broker connected, frames flowing)."""
+        link = self.transport.link
+        if not link.connected:
+            return f"broker {self.cfg.mqtt.url} not connected ({link.last_error or 'no answer yet'})"
+        if self.counters.first_done_t is None:
+            why = self.capture.stats.last_error
+            return f"no frames from {self.source.describe()}" + (f" ({why})" if why else "")
+        return None
+
+    def _restart(self) -> None:
+        log.info("restart requested")
+        self.restart = True
+        self.stop.set()
 
     def _drain_inbox(self) -> None:
         while True:
@@ -193,9 +241,7 @@ class Agent:
             if kind == "config":
                 self._apply(payload)
             elif kind == "restart":
-                log.info("restart requested")
-                self.restart = True
-                self.stop.set()
+                self._restart()
 
     def _submit(self, out: list) -> None:
         if not out:
@@ -281,8 +327,8 @@ class Agent:
         if budget and budget != self._budget_seen:
             self._budget_seen = budget
             self.post.submit(self.engine.set_thumb_budget, min(self.cfg.thumbnails.max_bytes, budget))
-        if now >= self._next_health:
-            self._next_health = now + self.cfg.health.period_s
+        self._watch_trial()
+        if self.transport.health_due(now):
             try:
                 self.transport.publish_health(self._health())
             except Exception as exc:  # health is best effort; the pipeline must not stop for it
@@ -298,10 +344,10 @@ class Agent:
             normal_priority()  # this thread may have invoked real-time; the bench runs agents in its main thread
 
     def _run(self) -> int:
-        self._build()
+        self.build()
+        self.owner.watch(on_change=self._on_config_change)
         self.transport.start()
         self.capture.start()
-        self._next_health = time.monotonic() + min(5.0, self.cfg.health.period_s)
         self._watchdog = watchdog_period_s()
         self._next_watchdog = 0.0
         sd_notify("READY=1", f"STATUS=running {self.source.describe()}")
@@ -333,7 +379,7 @@ class Agent:
         self.post.stop()
         if self.lanes is not None:
             self.lanes.stop()
-        flushed = self.transport.flush(FLUSH_TIMEOUT_S)
+        flushed = self.transport.flush(FLUSH_TIMEOUT_S if self.flush_on_exit else 0.0)
         if not flushed:
             log.warning("outbox not empty at exit; %s item(s) stay queued for the next start",
                         self.transport.stats().get("outbox_depth"))
@@ -388,10 +434,6 @@ class Agent:
         }
 
 
-#: config sections that need a restart to change (everything else is applied hot)
-COLD_SECTIONS = ("node_id", "camera_id", "state_dir", "source", "capture", "model", "mqtt", "outbox")
-
-
 def _since_process_start(t_mono: float | None) -> float | None:
     """Seconds from this process's start (exec, before any import) to ``t_mono``; Linux only, 10 ms ticks."""
     if t_mono is None or not hasattr(time, "CLOCK_BOOTTIME"):
@@ -416,14 +458,28 @@ def _reexec() -> None:
     os.execv(sys.executable, [sys.executable, "-m", "agent.cli", *sys.argv[1:]])
 
 
-def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
-    from agent.transport.config_sync import apply_persisted
+def start_agent(owner: ConfigOwner, opts: RunOptions) -> Agent:
+    """The agent built on the owner's start config. A trial config that cannot even start (unreadable
+    source, missing model, bad TLS files) is reverted here, in-process, and the agent built again on
+    last-known-good; without a trial the error goes up (one line, exit 2)."""
+    while True:
+        cfg = owner.start_config()
+        logging.getLogger().setLevel(cfg.log_level)
+        try:
+            agent = Agent(cfg, opts, owner)
+            agent.build()
+            return agent
+        except Exception as exc:  # on trial, whatever stops the start is the trial config's failure
+            if not owner.running_trial:
+                raise
+            why = exc if isinstance(exc, EdgecamError) else f"{type(exc).__name__}: {exc}"
+            owner.revert(f"the node could not start on it: {why}")
 
+
+def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
+    """Run the node on ``cfg`` (the local layers) ⊕ the centre's persisted document; the exit code."""
     setup_logging(cfg.log_level)
-    # the centre's last applied config/desired stays in force across restarts (and the restart it caused)
-    cfg = apply_persisted(cfg)
-    logging.getLogger().setLevel(cfg.log_level)
-    agent = Agent(cfg, opts)
+    agent = start_agent(ConfigOwner(cfg), opts)
 
     def _stop(signum, _frame) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)

@@ -19,11 +19,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import AgentConfig
+from agent.config_owner import STATE_FILE, Change, ConfigOwner
 from agent.contract import CommandRequest, CommandResponse, ConfigReported, Topics
 from agent.errors import EdgecamError
 from agent.transport import Transport
 from agent.transport.commands import CommandHandler, RecentIds
-from agent.transport.config_sync import DESIRED_FILE, ConfigSync, apply_persisted, load_applied
+from agent.transport.config_sync import ConfigSync
 from tests.broker import Broker
 from tests.transport_util import Subscriber, make_cfg, make_event, publish, versions
 
@@ -153,52 +154,55 @@ def test_fuzzed_requests_always_get_a_valid_reply(payload: bytes, rt, corr, exp)
 # ---------------------------------------------------------------- config sync, direct
 
 
-class Applier:
-    def __init__(self, fail: bool = False) -> None:
-        self.calls: list[tuple[AgentConfig, int]] = []
-        self.fail = fail
-
-    def __call__(self, cfg: AgentConfig, version: int) -> bool:
-        if self.fail:
-            raise ValueError("cannot apply now")
-        self.calls.append((cfg, version))
-        return cfg.source.kind != "synthetic"
-
-
 def desired(version: int, config: dict[str, Any]) -> bytes:
     return json.dumps({"version": version, "config": config}).encode()
 
 
+def local_cfg(tmp_path: Path) -> AgentConfig:
+    cfg = make_cfg("mqtt://127.0.0.1:1", tmp_path / "s")
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
 def test_config_applied_persisted_and_reported(tmp_path: Path) -> None:
-    base = make_cfg("mqtt://127.0.0.1:1", tmp_path / "s")
-    base.state_dir.mkdir(parents=True)
-    apply = Applier()
-    sync = ConfigSync(base, apply)
+    local = local_cfg(tmp_path)
+    owner = ConfigOwner(local)
+    changes: list[Change] = []
+    owner.watch(on_change=changes.append)
+    sync = ConfigSync(owner)
     rep = sync.handle(desired(3, {"detect": {"nms_iou": 0.6}, "log_level": "DEBUG"}))
     assert rep == ConfigReported(version=3, status="applied", applied_version=3, restart=False)
-    new_cfg, version = apply.calls[-1]
-    assert version == 3 and new_cfg.detect.nms_iou == 0.6 and new_cfg.mqtt.url == base.mqtt.url  # overlaid
-    assert load_applied(base.state_dir) == (3, {"detect": {"nms_iou": 0.6}, "log_level": "DEBUG"})
+    (change,) = changes
+    assert change.version == 3 and not change.restart and change.sections == {"detect", "log_level"}
+    assert change.cfg.detect.nms_iou == 0.6 and change.cfg.mqtt.url == local.mqtt.url  # overlaid on local
+    assert ConfigOwner(local).committed() == change.cfg  # persisted
     assert sync.handle(desired(3, {"detect": {"nms_iou": 0.6}, "log_level": "DEBUG"})).status == "applied"
-    assert len(apply.calls) == 1  # already in force: not applied again
+    assert len(changes) == 1  # already in force: not applied again
     rep = sync.handle(desired(4, {"source": {"kind": "file", "path": "/x.mp4"}}))
-    assert rep.status == "applied" and rep.restart
-    # after the restart the runner starts from the persisted document, so v4 is not applied again
-    restarted = apply_persisted(base)
-    assert restarted.source.kind == "file"
-    sync2 = ConfigSync(restarted, Applier())
-    rep = sync2.handle(desired(4, {"source": {"kind": "file", "path": "/x.mp4"}}))
-    assert rep.status == "applied" and not rep.restart and not sync2.on_config.calls
+    assert (rep.status, rep.restart, rep.applied_version) == ("trial", True, 3) and changes[-1].restart
+    # the restart: a fresh owner over the same *local* config (never over an effective one) starts on the trial;
+    # v4 replaces v3 whole, so nms_iou is the local value again, with or without the restart
+    restarted = ConfigOwner(local)
+    started = restarted.start_config()
+    assert started.source.kind == "file" and started.detect.nms_iou == local.detect.nms_iou
+    assert started == owner.effective()
+    again: list[Change] = []
+    restarted.watch(on_change=again.append)
+    assert ConfigSync(restarted).handle(desired(4, {"source": {"kind": "file", "path": "/x.mp4"}})).status == "trial"
+    assert restarted.healthy() and not again
+    rep = ConfigSync(restarted).handle(desired(4, {"source": {"kind": "file", "path": "/x.mp4"}}))
+    assert rep == ConfigReported(version=4, status="applied", applied_version=4, restart=False)
 
 
 def test_config_rejections_name_the_reason(tmp_path: Path) -> None:
-    base = make_cfg("mqtt://127.0.0.1:1", tmp_path / "s")
-    base.state_dir.mkdir(parents=True)
-    sync = ConfigSync(base, Applier())
+    local = local_cfg(tmp_path)
+    sync = ConfigSync(ConfigOwner(local))
     sync.handle(desired(5, {"log_level": "INFO"}))
     cases = [
         (desired(6, {"detect": {"nms_iou": 7}}), 6, "detect.nms_iou"),
-        (desired(6, {"node_id": "other"}), 6, "node_id"),
+        (desired(6, {"node_id": "other"}), 6, "node_id: cannot be changed"),
+        (desired(6, {"state_dir": "/var/other"}), 6, "state_dir: cannot be changed"),
+        (desired(6, {"trial": {"window_s": 1}}), 6, "trial: cannot be changed"),
         (desired(4, {"log_level": "INFO"}), 4, "older"),
         (b'{"version": 7}', 7, "config"),
         (b"{oops", 5, "invalid JSON"),
@@ -209,11 +213,10 @@ def test_config_rejections_name_the_reason(tmp_path: Path) -> None:
         assert rep.status == "rejected" and rep.version == version and fragment in rep.error, (payload, rep)
         assert rep.applied_version == 5
     assert sync.handle(b"") is None  # a cleared retained message
-    failing = ConfigSync(base, Applier(fail=True)).handle(desired(9, {"log_level": "ERROR"}))
-    assert failing.status == "rejected" and "cannot apply now" in failing.error
-    assert load_applied(base.state_dir)[0] == 5
-    (base.state_dir / DESIRED_FILE).write_text("garbage")
-    assert load_applied(base.state_dir) is None and apply_persisted(base) == base
+    assert ConfigOwner(local).applied_version == 5
+    (local.state_dir / STATE_FILE).write_text("garbage")
+    damaged = ConfigOwner(local)  # a damaged state file is not fatal: the local config is safe
+    assert damaged.applied_version is None and damaged.start_config() == local
 
 
 config_docs = st.dictionaries(
@@ -235,8 +238,7 @@ def sync_base(tmp_path_factory) -> AgentConfig:
 @given(payload=st.one_of(st.binary(max_size=100), json_value.map(lambda v: json.dumps(v).encode()),
                          st.builds(desired, st.integers(0, 10**6), config_docs)))
 def test_fuzzed_desired_config_always_reported(sync_base: AgentConfig, payload: bytes) -> None:
-    sync = ConfigSync(sync_base, Applier())
-    rep = sync.handle(payload)
+    rep = ConfigSync(ConfigOwner(sync_base)).handle(payload)
     if not payload:
         assert rep is None
         return
@@ -259,15 +261,18 @@ class Recorder:
             self.commands.append(req.cmd_id)
         return on_command(req)
 
-    def on_config(self, cfg: AgentConfig, version: int) -> bool:
+    def on_change(self, change: Change) -> None:
         with self.lock:
-            self.configs.append(version)
-        return False
+            self.configs.append(change.version)
 
 
 def start_transport(broker: Broker, state_dir: Path, rec: Recorder) -> Transport:
-    t = Transport(make_cfg(broker.url, state_dir), boot_id="boot-1", versions=versions(), caps=["events"],
-                  on_command=rec.on_command, on_config=rec.on_config)
+    cfg = make_cfg(broker.url, state_dir)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    owner = ConfigOwner(cfg)
+    owner.watch(on_change=rec.on_change)
+    t = Transport(cfg, boot_id="boot-1", versions=versions(), caps=["events"], on_command=rec.on_command,
+                  config=owner)
     t.start()
     deadline = time.monotonic() + 10
     while not t.stats()["connected"] and time.monotonic() < deadline:
@@ -383,4 +388,4 @@ def test_retained_desired_config_is_applied_and_reported(broker: Broker, tmp_pat
     assert rep.status == "rejected" and rep.applied_version == 2 and "detect.nms_iou" in rep.error
     t.close()
     sub.close()
-    assert (tmp_path / "s" / DESIRED_FILE).exists()
+    assert ConfigOwner(make_cfg(broker.url, tmp_path / "s")).applied_version == 2  # persisted

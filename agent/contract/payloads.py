@@ -144,8 +144,14 @@ class ConfigDesired(Payload):
 
 
 class ConfigReported(Payload):
+    """Retained ``config/reported``: what became of the newest ``config/desired`` the node has taken up.
+
+    ``trial``: the document needs a restart and is being tried; the node commits it (``applied``) once it
+    runs healthily, or goes back to ``applied_version`` by itself and reports ``rejected`` with the reason.
+    """
+
     version: int = Field(ge=0)
-    status: Literal["applied", "rejected"]
+    status: Literal["applied", "rejected", "trial"]
     applied_version: int | None = None
     error: str | None = None
     restart: bool = False

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import ClassVar
 
 from agent.config import AgentConfig
 from agent.contract import Event, ModelRef, ThumbRef
@@ -101,6 +102,10 @@ def frame_quality(score: float, bbox: BBox) -> float:
 
 class EventEngine:
     """Tracker + event decisions + thumbnails for one camera. Not thread-safe: the runner's loop calls it."""
+
+    #: config sections ``reconfigure`` takes hot (node_id and camera_id are read too, but restart the agent)
+    CONFIG_SECTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"detect", "tracker", "events", "zones", "masks", "thumbnails"})
 
     def __init__(self, cfg: AgentConfig, *, boot_id: str, model: ModelRef,
                  clock_synced: Callable[[], bool] | None = None) -> None:

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -23,7 +23,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
-from agent.contract import CentreState, CommandRequest, Event, Health, State, Topics, Versions, utc_now
+from agent.config_owner import ConfigOwner
+from agent.contract import CentreState, CommandRequest, ConfigReported, Event, Health, State, Topics, Versions, utc_now
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
 from agent.transport.mqtt_client import MqttLink
@@ -61,11 +62,17 @@ def _with_historical(payload: bytes) -> bytes:
 
 
 class Transport:
-    """No-loss MQTT transport of one node; see the module doc and docs/TRANSPORT.md."""
+    """No-loss MQTT transport of one node; see the module doc and docs/TRANSPORT.md.
+
+    ``config`` owns the node's config (``config/desired`` goes to it); by default one over ``cfg``.
+    """
+
+    #: config sections read after start (hot): the health period sets the cadence and the message expiry
+    CONFIG_SECTIONS: ClassVar[frozenset[str]] = frozenset({"health"})
 
     def __init__(self, cfg: AgentConfig, *, boot_id: str, versions: Versions, caps: list[str],
                  on_command: Callable[[CommandRequest], Any] | None = None,
-                 on_config: Callable[[AgentConfig, int], bool] | None = None) -> None:
+                 config: ConfigOwner | None = None) -> None:
         self.cfg = cfg
         self.boot_id = boot_id
         self.versions = versions
@@ -74,7 +81,10 @@ class Transport:
         state_dir = cfg.state_dir
         self.outbox = Outbox(state_dir / OUTBOX_FILE, cfg.outbox.max_bytes, cfg.outbox.max_age_s)
         self.commands = CommandHandler(self.topics, boot_id, on_command, RecentIds(state_dir / CMD_IDS_FILE))
-        self.config_sync = ConfigSync(cfg, on_config)
+        self.config = config or ConfigOwner(cfg)
+        self.config_sync = ConfigSync(self.config)
+        self.health_period_s = cfg.health.period_s
+        self._next_health = math.inf
         self.link = MqttLink(cfg.mqtt, cfg.node_id, self)
         self._props = {"event": _props("application/json"), "thumb": _props("image/jpeg")}
         self._bd_seq = self.outbox.meta("bd_seq")
@@ -94,7 +104,21 @@ class Transport:
 
     def start(self) -> None:
         self._more.set()
+        self._next_health = time.monotonic() + min(5.0, self.health_period_s)
+        self.config.watch(on_report=self._publish_report)
         self.link.start()
+
+    def reconfigure(self, cfg: AgentConfig) -> None:
+        """A hot change of what this reads after start (``CONFIG_SECTIONS``): the health period."""
+        self.health_period_s = cfg.health.period_s
+        self._next_health = min(self._next_health, time.monotonic() + self.health_period_s)
+
+    def health_due(self, now: float) -> bool:
+        """True once per health period (monotonic ``now``); the caller then publishes health."""
+        if now < self._next_health:
+            return False
+        self._next_health = now + self.health_period_s
+        return True
 
     def submit_many(self, items: list[tuple[Event, bytes | None]]) -> None:
         """Thumb then event JSON of each item, all in one outbox transaction; wakes the sender."""
@@ -115,7 +139,7 @@ class Transport:
     def publish_health(self, health: Health) -> bool:
         """QoS 0, message expiry two periods; skipped (False) while disconnected."""
         props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = max(1, math.ceil(2 * self.cfg.health.period_s))
+        props.MessageExpiryInterval = max(1, math.ceil(2 * self.health_period_s))
         props.ContentType = "application/json"
         mid = self.link.publish(self.topics.health, health.model_dump_json().encode(), qos=0, properties=props)
         self.health_published += mid is not None
@@ -289,9 +313,15 @@ class Transport:
         elif msg.topic == self.topics.config_desired:
             report = self.config_sync.handle(msg.payload)
             if report is not None:
-                self.link.publish(self.topics.config_reported, report.model_dump_json().encode(), qos=1, retain=True)
+                self._publish_report(report)
         elif msg.topic == Topics.centre_state:
             self._on_centre_state(msg)
+
+    def _publish_report(self, report: ConfigReported) -> None:
+        """Retained, so the centre sees the outcome of its newest document whenever it looks."""
+        mid = self.link.publish(self.topics.config_reported, report.model_dump_json().encode(), qos=1, retain=True)
+        if mid is None:  # the retained config/desired comes again on the next connection, and so does this
+            log.info("config/reported v%d %s: not published (not connected)", report.version, report.status)
 
     def _send_reply(self, reply: Reply) -> None:
         props = Properties(PacketTypes.PUBLISH)

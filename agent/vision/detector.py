@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -148,6 +148,9 @@ class RawOutput:
 
 
 class Detector:
+    #: config sections ``configure`` takes hot (``model`` is read once, at start)
+    CONFIG_SECTIONS: ClassVar[frozenset[str]] = frozenset({"detect"})
+
     def __init__(self, model_cfg: ModelConfig, detect_cfg: DetectConfig) -> None:
         self.resolved = resolve_model(model_cfg)
         first = ModelRuntime(self.resolved.file, model_cfg.threads, model_cfg.delegate)

@@ -13,6 +13,7 @@ regardless, so a car that parked while the gate was closed is still seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -40,6 +41,9 @@ class MotionCounters:
 
 class MotionGate:
     """``check(frame, now, tracks_active)`` says whether the detector should run on ``frame``."""
+
+    #: config sections ``reconfigure`` takes hot
+    CONFIG_SECTIONS: ClassVar[frozenset[str]] = frozenset({"motion"})
 
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
