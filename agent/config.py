@@ -1,9 +1,9 @@
 """Agent configuration: one pydantic model, loaded from TOML, then ``EDGECAM_…`` env, then CLI overrides.
 
 Sections that choose an implementation (source kind, model delegate) are discriminated unions built from
-the kind registries (``agent.sources.kinds``, ``agent.vision.delegates``): a new kind is its module plus
-one registration there, nothing here. Every validation failure becomes a one-line
-``ConfigError`` naming the field path (``model.threads: …``).
+the kind registries (``agent.sources.kinds``, ``agent.vision.delegates``), and ``model.format`` takes the
+names in ``agent.vision.formats``: a new kind is its module plus one registration there, nothing here.
+Every validation failure becomes a one-line ``ConfigError`` naming the field path (``model.threads: …``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agent.section import Section
 from agent.sources.kinds import SOURCES, SyntheticSource
 from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
 from agent.vision.delegates import DELEGATES, CpuDelegate
+from agent.vision.formats import FormatChoice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +68,8 @@ class ModelConfig(Section):
         "node takes a core from an invoke (docs/PERFORMANCE.md); needs RLIMIT_RTPRIO >= 1 (the systemd "
         "unit's LimitRTPRIO=1) or root, else a warning and normal priority; with interpreters > 1 of one "
         "thread each keep normal (they leave no gaps for video decoding)")
-    format: Literal["auto", "ssd", "yolo"] = "auto"
+    format: FormatChoice = Field("auto", description="the model's output format (agent.vision.formats); auto: "
+                                 "the manifest's, else recognised from the output tensors")
     resize: Literal["auto", "letterbox", "stretch"] = "auto"
     delegate: DelegateConfig = Field(default_factory=CpuDelegate)
 

@@ -2,7 +2,7 @@
 
 A path is a ``.tflite`` (labels from ``labels.txt`` beside it, when there) or a model folder (with a
 ``manifest.json``, or just one ``.tflite`` and ``labels.txt``). The format guess and the interpreter are
-the agent's own (``agent.vision.formats`` / ``agent.vision.interpreter``), so inspect sees what a node sees.
+the agent's own (``agent.vision.layout`` / ``agent.vision.interpreter``), so inspect sees what a node sees.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from agent.errors import ModelError
 from agent.vision.detector import load_labels
-from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime, TensorInfo
+from agent.vision.layout import ModelLayout, detect_layout
 from agent.vision.manifest import MANIFEST_NAME, ModelManifest, load_manifest, sha256_file
 
 
@@ -47,16 +47,11 @@ def resolve(path: Path) -> ModelFiles:
     return ModelFiles(path, labels if labels.exists() else None, None, None)
 
 
-def head_classes(layout: ModelLayout) -> int | None:
-    """Classes the tensors themselves fix (YOLO heads); SSD post-process outputs do not say."""
-    return layout.num_classes if layout.kind == "yolo" else None
-
-
 def check_label_count(labels: list[str], labels_file: Path, layout: ModelLayout) -> str:
     """One line describing the label/class agreement; ``ModelError`` when they disagree."""
-    n = head_classes(layout)
+    n = layout.num_classes  # what the tensors fix (a YOLO head); None when they do not say (SSD post-process)
     if n is None:
-        return f"{len(labels)} labels (the SSD post-process does not fix the class count)"
+        return f"{len(labels)} labels (the {layout.kind} outputs do not fix the class count)"
     if len(labels) != n:
         raise ModelError(f"{labels_file}: {len(labels)} labels but the {layout.kind} head "
                          f"{list(layout.head.shape) if layout.head else ''} has {n} classes")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from agent.errors import ModelError
 from agent.vision.detector import load_labels
-from agent.vision.formats import ModelLayout, detect_layout
 from agent.vision.interpreter import ModelRuntime
+from agent.vision.layout import ModelLayout, detect_layout
 from agent.vision.manifest import ModelManifest, sha256_file
-from models.inspect import check_label_count, head_classes, resolve
+from models.inspect import check_label_count, resolve
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ def verify_folder(folder: Path, threads: int = 1) -> list[Check]:
         except ModelError as exc:
             checks.append(Check("label count", False, str(exc)))
         if man:
-            n = head_classes(layout)
+            n = layout.num_classes
             checks.append(Check("num_classes", len(labels) == man.num_classes and n in (None, man.num_classes),
                                 f"manifest {man.num_classes}, labels {len(labels)}"
                                 + (f", head {n}" if n is not None else "")))

@@ -8,9 +8,11 @@ import sys
 import pytest
 
 from agent.config import build_config
+from agent.registry import NamedRegistry
 from agent.sources import source_config_from_uri
 from agent.sources.kinds import SOURCES
 from agent.vision.delegates import DELEGATES
+from agent.vision.formats import FORMATS
 
 
 @pytest.mark.parametrize("registry", [SOURCES, DELEGATES], ids=["sources", "delegates"])
@@ -23,6 +25,22 @@ def test_every_registered_kind_is_in_the_config_union_and_its_target_resolves(re
         got = cfg.source if field == "source" else cfg.model.delegate
         assert type(got) is entry.config
         assert callable(entry.load())
+
+
+def test_every_registered_format_is_a_model_format_value_and_its_targets_resolve() -> None:
+    for entry in FORMATS:
+        assert build_config({"model": {"format": entry.kind}}).model.format == entry.kind
+        assert callable(entry.load("probe")) and callable(entry.load("decoder"))
+
+
+def test_a_named_kind_needs_every_role_and_one_registration() -> None:
+    table = NamedRegistry("widget", roles=("probe", "decoder"))
+    with pytest.raises(ValueError, match="widget kind 'w' needs targets for probe, decoder"):
+        table.register("w", {"probe": "m:p"})
+    table.register("w", {"probe": "m:p", "decoder": "m:d"}, colour="red")
+    with pytest.raises(ValueError, match="registered twice"):
+        table.register("w", {"probe": "m:p", "decoder": "m:d"})
+    assert "w" in table and table["w"].traits == {"colour": "red"} and table.kinds == ["w"]
 
 
 def test_uri_forms_come_from_the_registry() -> None:
@@ -38,8 +56,8 @@ def test_unknown_kind_names_the_known_ones() -> None:
 
 
 def test_loading_a_config_imports_no_implementation() -> None:
-    code = ("import sys, agent.config as c; c.build_config({'source': {'kind': 'rtsp', 'url': 'rtsp://h/s'}}); "
-            "print(sorted(m for m in ('cv2', 'av', 'numpy', 'paho', 'picamera2', 'agent.sources.base') "
-            "if m in sys.modules))")
+    code = ("import sys, agent.config as c; c.build_config({'source': {'kind': 'rtsp', 'url': 'rtsp://h/s'}, "
+            "'model': {'format': 'ssd'}}); print(sorted(m for m in ('cv2', 'av', 'numpy', 'paho', 'picamera2', "
+            "'agent.sources.base', 'agent.vision.layout', 'agent.vision.ssd') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

@@ -25,9 +25,10 @@ from agent.contract import ModelRef
 from agent.errors import ModelError
 from agent.sources.base import Frame
 from agent.thread_priority import realtime_threads
-from agent.vision.decoders import SsdDecoder, YoloDecoder, make_decoder
-from agent.vision.formats import ModelLayout, detect_layout
+from agent.vision.decoders import Decoder
+from agent.vision.formats import FORMATS
 from agent.vision.interpreter import ModelRuntime
+from agent.vision.layout import ModelLayout, detect_layout
 from agent.vision.preprocess import Geometry, InputWriter, default_normalization
 from agent.vision.types import Detection
 
@@ -134,7 +135,7 @@ class Lane:
 
     runtime: ModelRuntime
     writer: InputWriter
-    decoder: YoloDecoder | SsdDecoder
+    decoder: Decoder
     times: StageTimes = field(default_factory=StageTimes)
 
 
@@ -160,16 +161,15 @@ class Detector:
         if model_cfg.interpreters > 1 and self.layout.state:
             raise ModelError(f"{self.resolved.file}: model.interpreters = {model_cfg.interpreters}, but this model "
                              "carries recurrent state from each frame to the next; set model.interpreters = 1")
-        if self.layout.kind == "ssd" and self.resolved.manifest is None and model_cfg.resize == "auto":
-            resize = "stretch"
-        else:
-            resize = self.resolved.resize if self.resolved.resize != "auto" else (
-                "stretch" if self.layout.kind == "ssd" else "letterbox")
-        norm = self.resolved.normalization or default_normalization(self.layout.image, self.layout.kind)
+        fmt = FORMATS[self.layout.kind]
+        resize = self.resolved.resize if self.resolved.resize != "auto" else fmt.traits["resize"]
+        norm = self.resolved.normalization or default_normalization(self.layout.image,
+                                                                    fmt.traits["float_normalization"])
+        make_decoder = fmt.load("decoder")  # the format's decoder class (agent.vision.formats)
 
         def lane(runtime: ModelRuntime) -> Lane:
-            return Lane(runtime, InputWriter(runtime, self.layout.image, resize, norm),  # type: ignore[arg-type]
-                        make_decoder(runtime, self.layout))
+            writer = InputWriter(runtime, self.layout.image, resize, norm)
+            return Lane(runtime, writer, make_decoder(runtime, self.layout))
 
         #: one per interpreter (``model.interpreters``); lane 0 also serves single-threaded callers
         self.lanes = [lane(first)] + [

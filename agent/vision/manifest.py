@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import ModelError
+from agent.vision.formats import FormatName
 
 MANIFEST_NAME = "manifest.json"
 
@@ -65,7 +66,7 @@ class Metrics(_Part):
 class ModelManifest(_Part):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    format: Literal["yolo", "ssd"]
+    format: FormatName
     input: InputSpec
     labels: str = Field(min_length=1, description="label file name in the model folder")
     num_classes: int = Field(gt=0)

@@ -21,14 +21,14 @@ Normalization = Literal["raw", "unit", "symmetric"]  # pixel, pixel/255, pixel/1
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 
 
-def default_normalization(info: TensorInfo, kind: str) -> Normalization:
-    """TFLite conventions: uint8 models take raw pixels; int8 models were quantised from pixel/255;
-    float SSD models want [-1, 1] and float YOLO models [0, 1]."""
+def default_normalization(info: TensorInfo, float_default: Normalization) -> Normalization:
+    """TFLite conventions: uint8 models take raw pixels; int8 models were quantised from pixel/255; float
+    models want their format's ``float_default`` (SSD [-1, 1], YOLO [0, 1]: ``agent.vision.formats``)."""
     if info.dtype == np.uint8:
         return "raw"
     if info.dtype == np.int8:
         return "unit"
-    return "symmetric" if kind == "ssd" else "unit"
+    return float_default
 
 
 #: normalisation as pixel * k + c (the real value the model was trained on)
