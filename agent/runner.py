@@ -28,9 +28,11 @@ import numpy as np
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
+from agent.contract import CommandRequest, Dropped, Health, OutboxRecovered, Topics, Versions, utc_now
 from agent.memory import peak_rss_mb
+from agent.serial_worker import WorkerFailed
 from agent.service import sd_notify, setup_logging, watchdog_period_s
+from agent.state_files import private_dir
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
 from agent.vision.inference_lanes import resolved
 
@@ -83,7 +85,7 @@ class Agent:
         self.cfg = cfg
         self.opts = opts
         self.t_start = time.monotonic()
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir)  # 0700: the outbox holds pictures of the street
         self.source = open_source(cfg.source, cfg.capture.decode_threads)
         if self.source.finite:
             self.source.open()  # a bad file is a one-line error now, not a retry loop later
@@ -92,6 +94,7 @@ class Agent:
         self.counters = Counters()
         self.stop = threading.Event()
         self.restart = False
+        self.failed = False
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.last_frame = None
         self._recent_invoke: deque[float] = deque(maxlen=512)
@@ -270,6 +273,8 @@ class Agent:
             inferences=self.counters.inferences, outbox_depth=stats.get("outbox_depth", 0),
             outbox_bytes=stats.get("outbox_bytes", 0), outbox_oldest_age_s=stats.get("outbox_oldest_age_s"),
             dropped=Dropped(events=stats.get("dropped_events", 0), thumbnails=stats.get("dropped_thumbs", 0)),
+            outbox_limit_bytes=stats.get("outbox_limit_bytes"), outbox_dropping=stats.get("outbox_dropping", []),
+            outbox_recovered=_recovered(stats.get("outbox_recovery")),
             source_reconnects=self.capture.stats.reopens, cpu_temp_c=probes.cpu_temp_c(),
             throttled=probes.throttled(), disk_free_bytes=probes.disk_free_bytes(self.cfg.state_dir),
             clock_synced=clock_synced(),
@@ -307,28 +312,33 @@ class Agent:
         log.info("edgecam %s node %s: %s → %s (%s) → %s", __version__, self.cfg.node_id, self.source.describe(),
                  self.detector.resolved.file, self.detector.layout.describe(), self.cfg.mqtt.url)
         source_done = False
-        while not self.stop.is_set():
-            frame = self.capture.get(timeout=0.2)
-            if frame is not None:
-                self._process(frame)
-            elif self.capture.ended and not source_done:
-                source_done = True
-                self.post.submit(self._finish_tracks)
-                self.post.drain()
-                if self.opts.until_eof or self.opts.max_frames:
-                    break
-                log.info("source ended; staying connected (use --until-eof to exit)")
-            self._drain_inbox()
-            self._housekeeping(time.monotonic())
+        try:
+            while not self.stop.is_set():
+                frame = self.capture.get(timeout=0.2)
+                if frame is not None:
+                    self._process(frame)
+                elif self.capture.ended and not source_done:
+                    source_done = True
+                    self.post.submit(self._finish_tracks)
+                    self.post.drain()
+                    if self.opts.until_eof or self.opts.max_frames:
+                        break
+                    log.info("source ended; staying connected (use --until-eof to exit)")
+                self._drain_inbox()
+                self._housekeeping(time.monotonic())
+        except WorkerFailed as exc:  # a bug below the pipeline: stop cleanly, flush, write the summary, exit 1
+            log.error("post-processing failed: %s", exc.__cause__ or exc)
+            self.failed = True
         return self._shutdown(source_done)
 
     def _shutdown(self, source_done: bool) -> int:
         sd_notify("STOPPING=1")
         normal_priority()  # no longer invoking: draining and flushing need no real-time thread
         self.capture.stop()
-        if not source_done:
-            self.post.submit(self._finish_tracks)
-        self.post.drain()
+        if not self.failed:
+            if not source_done:
+                self.post.submit(self._finish_tracks)
+            self.post.drain()
         self.post.stop()
         if self.lanes is not None:
             self.lanes.stop()
@@ -339,6 +349,8 @@ class Agent:
         self.transport.close()
         if self.opts.summary_json:
             write_summary(self.opts.summary_json, self)
+        if self.failed:
+            return 1
         return RESTART_EXIT if self.restart else 0
 
     def summary(self) -> dict[str, Any]:
@@ -391,6 +403,13 @@ class Agent:
 COLD_SECTIONS = ("node_id", "camera_id", "state_dir", "source", "capture", "model", "mqtt", "outbox")
 
 
+def _recovered(found: Any) -> OutboxRecovered | None:
+    if found is None:
+        return None
+    return OutboxRecovered(moved_to=found.moved_to, error=found.error, salvaged=found.salvaged,
+                           unreadable=found.unreadable)
+
+
 def _since_process_start(t_mono: float | None) -> float | None:
     """Seconds from this process's start (exec, before any import) to ``t_mono``; Linux only, 10 ms ticks."""
     if t_mono is None or not hasattr(time, "CLOCK_BOOTTIME"):
@@ -423,6 +442,7 @@ def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
     from agent.transport.config_sync import apply_persisted
 
     setup_logging(cfg.log_level)
+    os.umask(0o077)  # every state file this process writes (outbox, seq, cmd ids, config) is private
     # the centre's last applied config/desired stays in force across restarts (and the restart it caused)
     cfg = apply_persisted(cfg)
     logging.getLogger().setLevel(cfg.log_level)

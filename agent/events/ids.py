@@ -5,6 +5,10 @@ blocks: the file holds a number no issued seq has reached yet; when the block ru
 boundary is written (atomically: temp file, fsync, rename, fsync of the directory) before any seq
 of the new block is issued. A crash therefore skips at most one block, never repeats a number.
 A clean ``close`` writes the exact next value so restarts leave no gap.
+
+A write that fails (full disk, read-only remount) does not stop the node: numbers go on from memory, the
+failure is logged once, and the write is retried every ``RETRY_S`` until it succeeds. While the file lags
+behind, a crash can repeat numbers issued since the last good write (``event_id`` stays unique).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import uuid
 from pathlib import Path
 
 from agent.errors import EdgecamError
+from agent.state_files import FILE_MODE, private_dir
 
 log = logging.getLogger(__name__)
 
 SEQ_FILE = "seq"
 SEQ_BLOCK = 64
+RETRY_S = 5.0
 
 
 def uuid7(unix_ms: int | None = None) -> str:
@@ -42,11 +48,15 @@ def new_boot_id() -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "w", encoding="ascii") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written temp file would hold on to the space that ran out
+        raise
     try:
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -66,11 +76,12 @@ class SeqStore:
         self.path = Path(state_dir) / SEQ_FILE
         self.block = max(1, block)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
         except OSError as exc:
             raise EdgecamError(f"state_dir {self.path.parent}: cannot create ({exc.strerror})") from None
         self._next = self._load()
         self._reserved = self._next
+        self._retry_at: float | None = None  # set while the file could not be written
 
     def _load(self) -> int:
         try:
@@ -92,8 +103,8 @@ class SeqStore:
             return fallback
 
     def next(self) -> int:
-        if self._next >= self._reserved:
-            self._reserved = self._next + self.block
+        if self._next >= self._reserved or (self._retry_at is not None and time.monotonic() >= self._retry_at):
+            self._reserved = max(self._reserved, self._next + self.block)
             self._write(self._reserved)
         value = self._next
         self._next += 1
@@ -108,7 +119,15 @@ class SeqStore:
         self._reserved = self._next
 
     def _write(self, value: int) -> None:
+        """Persist ``value``; on failure keep going from memory and retry later (see the module doc)."""
         try:
             _atomic_write(self.path, f"{value}\n")
         except OSError as exc:
-            raise EdgecamError(f"state_dir {self.path}: cannot write seq ({exc.strerror})") from None
+            if self._retry_at is None:
+                log.warning("%s: cannot write seq (%s); continuing in memory, retrying every %.0f s",
+                            self.path, exc.strerror, RETRY_S)
+            self._retry_at = time.monotonic() + RETRY_S
+            return
+        if self._retry_at is not None:
+            log.warning("%s: seq saved again (%d)", self.path, value)
+            self._retry_at = None
