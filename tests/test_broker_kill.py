@@ -7,7 +7,7 @@ itself is stopped across the second and third kill: what the node sends meanwhil
 centre's session on the broker (or, while the broker does not know that session, in the node's outbox).
 
 One short run is in the suite. The issue's soak (10 runs of a 60 s scene) is the same test repeated:
-``EDGECAM_KILL_RUNS=10 EDGECAM_KILL_RUN_S=60 python -m pytest -m slow tests/test_broker_kill.py``.
+``KILL_SOAK_RUNS=10 KILL_SOAK_RUN_S=60 python -m pytest -m slow tests/test_broker_kill.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from provisioning.broker_config import BrokerFiles, config_text
 from tests.broker import Broker
 from tests.test_agent_outage import agent, log_of, start_centre, wait_ids
 
-RUNS = int(os.environ.get("EDGECAM_KILL_RUNS", "1"))
-RUN_S = int(os.environ.get("EDGECAM_KILL_RUN_S", "30"))
+# not EDGECAM_…: the agent reads every EDGECAM_* variable as config
+RUNS = int(os.environ.get("KILL_SOAK_RUNS", "1"))
+RUN_S = int(os.environ.get("KILL_SOAK_RUN_S", "30"))
 KILLS = 4
 DOWN_S = 3.0
 
