@@ -274,7 +274,8 @@ class Agent:
             outbox_bytes=stats.get("outbox_bytes", 0), outbox_oldest_age_s=stats.get("outbox_oldest_age_s"),
             dropped=Dropped(events=stats.get("dropped_events", 0), thumbnails=stats.get("dropped_thumbs", 0)),
             outbox_limit_bytes=stats.get("outbox_limit_bytes"), outbox_dropping=stats.get("outbox_dropping", []),
-            outbox_recovered=_recovered(stats.get("outbox_recovery")),
+            outbox_recovered=OutboxRecovered.model_validate(stats["outbox_recovery"])
+            if stats.get("outbox_recovery") else None,
             source_reconnects=self.capture.stats.reopens, cpu_temp_c=probes.cpu_temp_c(),
             throttled=probes.throttled(), disk_free_bytes=probes.disk_free_bytes(self.cfg.state_dir),
             clock_synced=clock_synced(),
@@ -401,13 +402,6 @@ class Agent:
 
 #: config sections that need a restart to change (everything else is applied hot)
 COLD_SECTIONS = ("node_id", "camera_id", "state_dir", "source", "capture", "model", "mqtt", "outbox")
-
-
-def _recovered(found: Any) -> OutboxRecovered | None:
-    if found is None:
-        return None
-    return OutboxRecovered(moved_to=found.moved_to, error=found.error, salvaged=found.salvaged,
-                           unreadable=found.unreadable)
 
 
 def _since_process_start(t_mono: float | None) -> float | None:

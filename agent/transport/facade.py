@@ -12,6 +12,7 @@ connection the cursor restarts at the oldest row, so whatever was in flight is s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -157,7 +158,7 @@ class Transport:
             "outbox_limit_bytes": ob.limit_bytes,
             "outbox_disk_limited": ob.disk_limited,
             "outbox_dropping": ob.dropping(),
-            "outbox_recovery": ob.recovery,
+            "outbox_recovery": dataclasses.asdict(ob.recovery) if ob.recovery else None,
             "unmatched": self.unmatched,
             "waiting_for_subscriber": self._unmatched_pauses is not None,
             "inflight": len(self._inflight),

@@ -8,9 +8,9 @@ process and persistently (``meta`` table) for the node's lifetime, and logged on
 The byte bound is the smaller of ``max_bytes`` and what the disk can still take: the outbox's own bytes
 plus its free pages plus the file system's free space, less ``disk_reserve_bytes`` (so logs and the OS
 keep room). Below the reserve the outbox still keeps a small working set (``WORKING_SET_BYTES``, never the
-disk's last ``HARD_MARGIN_BYTES``) so a node on a full disk goes on publishing live events. While the
-disk is the limit the writer also checkpoints and truncates the WAL after each write, so the WAL cannot
-eat the space the bound leaves. If SQLite still reports a full disk (another program took the space),
+disk's last ``HARD_MARGIN_BYTES``) so a node on a full disk goes on publishing live events. Within
+``TIGHT_BYTES`` of the reserve the writer also checkpoints and truncates the WAL after each write, so
+the WAL cannot eat the space the bound leaves. If SQLite still reports a full disk (another program took the space),
 the write drops old rows to make room and tries again, and drops the new rows (counted) if that fails
 too: a full disk costs data by the drop policy, never the process.
 
@@ -61,6 +61,9 @@ WORKING_SET_BYTES = 256 * 1024
 HARD_MARGIN_BYTES = 64 * 1024
 #: the WAL is truncated back to this after a checkpoint (it would otherwise keep its largest size)
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: free disk above the reserve below which every write also truncates the WAL (SQLite's auto-checkpoint
+#: lets it reach ~4 MB while nothing is acknowledged)
+TIGHT_BYTES = 2 * JOURNAL_SIZE_LIMIT
 SQLITE_FULL = 13
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -134,6 +137,7 @@ class Outbox:
         self.recovery: Recovery | None = None
         self.limit_bytes = max_bytes  # the byte bound at the last write (see the module doc)
         self.disk_limited = False
+        self._disk_tight = False  # so little free disk that the WAL must not grow between writes
         try:
             private_dir(self.path.parent)
             try:
@@ -236,7 +240,7 @@ class Outbox:
                 if not disk_full(exc):
                     raise
                 ids = self._insert_on_full_disk(items, now, str(exc))
-            if self.disk_limited:
+            if self._disk_tight:
                 self._truncate_wal()
             if self._bytes <= limit // 2:
                 self._drops.end("cap")
@@ -296,12 +300,14 @@ class Outbox:
             free_pages = int(self._w.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
         except (OSError, sqlite3.Error):
             return self.max_bytes
-        usable = self._bytes + free_pages + st.f_bavail * st.f_frsize
+        fs_free = st.f_bavail * st.f_frsize
+        usable = self._bytes + free_pages + fs_free
         room = usable - self.disk_reserve_bytes
         # half: pages are not full and a write needs its WAL frames too, so payload bytes cost about double
         floor = min(WORKING_SET_BYTES, (usable - HARD_MARGIN_BYTES) // 2)
         self.limit_bytes = max(0, min(self.max_bytes, max(room, floor)))
         self.disk_limited = room < self.max_bytes
+        self._disk_tight = fs_free - self.disk_reserve_bytes < TIGHT_BYTES
         return self.limit_bytes
 
     def _cap_reason(self, limit: int) -> str:
@@ -429,7 +435,7 @@ class Outbox:
                         self._bytes -= size
                         self._depth -= 1
                     self._save_meta(con)
-            if self.disk_limited:  # the deletes' WAL frames would otherwise hold on to the space they freed
+            if self._disk_tight:  # the deletes' WAL frames would otherwise hold on to the space they freed
                 self._truncate_wal()
         if self._bytes <= self.limit_bytes // 2:
             self._drops.end("cap")
@@ -452,7 +458,7 @@ class Outbox:
                 limit = self._limit()
                 self._drop_expired(con, self._clock())
                 self._make_room(con, [], limit, "cap", self._cap_reason(limit))
-            if self.disk_limited:
+            if self._disk_tight:
                 self._truncate_wal()
             oldest = self._r.execute("SELECT MIN(created) FROM outbox").fetchone()[0]
             if oldest is None or self._clock() - oldest < self.max_age_s / 2:
