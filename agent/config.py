@@ -200,6 +200,12 @@ class MqttConfig(Section):
 class OutboxConfig(Section):
     max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)
     max_age_s: float = Field(7 * 86_400, gt=0)
+    disk_reserve_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="free disk the outbox leaves to others; its cap shrinks to keep it")
+    hold_unmatched: list[Literal["events", "thumbs"]] = Field(
+        default_factory=lambda: ["events", "thumbs"],
+        description="channels whose rows stay queued (resent with backoff) while the broker says no "
+                    "subscriber matched (PUBACK 0x10), instead of counting as delivered")
 
 
 class HealthConfig(Section):

@@ -35,10 +35,12 @@ from agent import __version__
 from agent.atomic import write_atomic
 from agent.config import AgentConfig
 from agent.config_owner import Change, ConfigOwner, Consumers
-from agent.contract import CommandRequest, Dropped, Health, Topics, Versions, utc_now
+from agent.contract import CommandRequest, Dropped, Health, OutboxRecovered, Topics, Versions, utc_now
 from agent.errors import EdgecamError
 from agent.memory import peak_rss_mb
+from agent.serial_worker import WorkerFailed
 from agent.service import sd_notify, setup_logging, watchdog_period_s
+from agent.state_files import private_dir
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
 from agent.vision.inference_lanes import resolved
 
@@ -92,7 +94,7 @@ class Agent:
         self.opts = opts
         self.owner = owner or ConfigOwner(cfg)
         self.t_start = time.monotonic()
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir)  # 0700: the outbox holds pictures of the street
         self.source = open_source(cfg.source, cfg.capture.decode_threads)
         if self.source.finite:
             self.source.open()  # a bad file is a one-line error now, not a retry loop later
@@ -103,6 +105,7 @@ class Agent:
         self.restart = False
         self.flush_on_exit = True
         self._built = False
+        self.failed = False
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.last_frame = None
         self._recent_invoke: deque[float] = deque(maxlen=512)
@@ -317,6 +320,9 @@ class Agent:
             inferences=self.counters.inferences, outbox_depth=stats.get("outbox_depth", 0),
             outbox_bytes=stats.get("outbox_bytes", 0), outbox_oldest_age_s=stats.get("outbox_oldest_age_s"),
             dropped=Dropped(events=stats.get("dropped_events", 0), thumbnails=stats.get("dropped_thumbs", 0)),
+            outbox_limit_bytes=stats.get("outbox_limit_bytes"), outbox_dropping=stats.get("outbox_dropping", []),
+            outbox_recovered=OutboxRecovered.model_validate(stats["outbox_recovery"])
+            if stats.get("outbox_recovery") else None,
             source_reconnects=self.capture.stats.reopens, cpu_temp_c=probes.cpu_temp_c(),
             throttled=probes.throttled(), disk_free_bytes=probes.disk_free_bytes(self.cfg.state_dir),
             clock_synced=clock_synced(),
@@ -354,28 +360,33 @@ class Agent:
         log.info("edgecam %s node %s: %s → %s (%s) → %s", __version__, self.cfg.node_id, self.source.describe(),
                  self.detector.resolved.file, self.detector.layout.describe(), self.cfg.mqtt.url)
         source_done = False
-        while not self.stop.is_set():
-            frame = self.capture.get(timeout=0.2)
-            if frame is not None:
-                self._process(frame)
-            elif self.capture.ended and not source_done:
-                source_done = True
-                self.post.submit(self._finish_tracks)
-                self.post.drain()
-                if self.opts.until_eof or self.opts.max_frames:
-                    break
-                log.info("source ended; staying connected (use --until-eof to exit)")
-            self._drain_inbox()
-            self._housekeeping(time.monotonic())
+        try:
+            while not self.stop.is_set():
+                frame = self.capture.get(timeout=0.2)
+                if frame is not None:
+                    self._process(frame)
+                elif self.capture.ended and not source_done:
+                    source_done = True
+                    self.post.submit(self._finish_tracks)
+                    self.post.drain()
+                    if self.opts.until_eof or self.opts.max_frames:
+                        break
+                    log.info("source ended; staying connected (use --until-eof to exit)")
+                self._drain_inbox()
+                self._housekeeping(time.monotonic())
+        except WorkerFailed as exc:  # a bug below the pipeline: stop cleanly, flush, write the summary, exit 1
+            log.error("post-processing failed: %s", exc.__cause__ or exc)
+            self.failed = True
         return self._shutdown(source_done)
 
     def _shutdown(self, source_done: bool) -> int:
         sd_notify("STOPPING=1")
         normal_priority()  # no longer invoking: draining and flushing need no real-time thread
         self.capture.stop()
-        if not source_done:
-            self.post.submit(self._finish_tracks)
-        self.post.drain()
+        if not self.failed:
+            if not source_done:
+                self.post.submit(self._finish_tracks)
+            self.post.drain()
         self.post.stop()
         if self.lanes is not None:
             self.lanes.stop()
@@ -386,6 +397,8 @@ class Agent:
         self.transport.close()
         if self.opts.summary_json:
             write_summary(self.opts.summary_json, self)
+        if self.failed:
+            return 1
         return RESTART_EXIT if self.restart else 0
 
     def summary(self) -> dict[str, Any]:
@@ -479,6 +492,7 @@ def start_agent(owner: ConfigOwner, opts: RunOptions) -> Agent:
 def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
     """Run the node on ``cfg`` (the local layers) ⊕ the centre's persisted document; the exit code."""
     setup_logging(cfg.log_level)
+    os.umask(0o077)  # every state file this process writes (outbox, seq, cmd ids, config) is private
     agent = start_agent(ConfigOwner(cfg), opts)
 
     def _stop(signum, _frame) -> None:

@@ -35,6 +35,8 @@ class BrokerLimits(BaseModel):
     max_queued_messages: int = Field(1000, ge=0, description="per client, QoS 1/2, above those in flight")
     max_inflight_messages: int = Field(20, ge=0, description="outgoing QoS 1/2 per client")
     max_keepalive: int = Field(300, ge=10)
+    autosave_changes: int = Field(1, ge=1, description="save sessions and queued messages after this many changes "
+                                                        "(1: after every change; see docs/TRANSPORT.md for the cost)")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,19 @@ def loopback_acl_text() -> str:
     ])
 
 
+def persistence_lines(persistence_dir: Path | None, autosave_changes: int = 1) -> list[str]:
+    """Sessions and queued messages saved after ``autosave_changes`` changes rather than every N seconds.
+
+    A broker killed between two saves forgets what changed since the last one: a centre session made
+    after it (so the node's messages then match no subscriber) and messages queued for an offline centre
+    (which the node already had acknowledged). Saving on changes narrows that to the last few changes.
+    """
+    lines = ["persistence true"]
+    if persistence_dir is not None:
+        lines.append(f"persistence_location {str(persistence_dir).rstrip('/')}/")
+    return [*lines, "autosave_on_changes true", f"autosave_interval {autosave_changes}"]
+
+
 def config_text(port: int, files: BrokerFiles, *, bind: str | None = None, limits: BrokerLimits | None = None,
                 persistence_dir: Path | None = None, insecure_loopback_port: int | None = None,
                 clientid_from_cert: bool = True, run_as: str | None = None) -> str:
@@ -105,12 +120,7 @@ def config_text(port: int, files: BrokerFiles, *, bind: str | None = None, limit
         f"max_inflight_messages {lim.max_inflight_messages}",
         f"max_keepalive {lim.max_keepalive}",
         "",
-        "persistence true",
-    ]
-    if persistence_dir is not None:
-        lines.append(f"persistence_location {str(persistence_dir).rstrip('/')}/")
-    lines += [
-        "autosave_interval 60",
+        *persistence_lines(persistence_dir, lim.autosave_changes),
         "",
         "# mTLS listener: nodes and the centre",
         f"listener {port}{' ' + bind if bind else ''}",

@@ -34,6 +34,7 @@ from agent.contract.payloads import (
     Event,
     Health,
     ModelRef,
+    OutboxRecovered,
     Payload,
     State,
     ThumbRef,
@@ -46,7 +47,7 @@ from agent.contract.payloads import (
 __all__ = [
     "BY_KEY", "CENTRE", "CHANNELS", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN", "RESERVED_NODE_IDS",
     "ROOT", "BBox", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired", "ConfigReported",
-    "Dropped", "Event", "Health", "ModelRef", "NodeId", "Payload", "State", "ThumbRef", "Topics", "UtcTime",
-    "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes",
+    "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "State", "ThumbRef", "Topics",
+    "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes",
     "subscribes", "utc_now",
 ]

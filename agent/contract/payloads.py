@@ -99,6 +99,15 @@ class Dropped(Payload):
     thumbnails: int = 0
 
 
+class OutboxRecovered(Payload):
+    """The outbox file was damaged at start: moved aside, readable rows carried into a fresh one."""
+
+    moved_to: str
+    error: str
+    salvaged: int = 0
+    unreadable: int = 0
+
+
 class Health(Payload):
     """Periodic node health on ``health`` (QoS 0, message expiry two periods)."""
 
@@ -114,6 +123,11 @@ class Health(Payload):
     outbox_bytes: int = 0
     outbox_oldest_age_s: float | None = None
     dropped: Dropped = Field(default_factory=Dropped)
+    outbox_limit_bytes: int | None = Field(None, description="the outbox's byte cap now (max_bytes or less on a "
+                                                               "short disk)")
+    outbox_dropping: list[Literal["age", "cap", "disk full"]] = Field(
+        default_factory=list, description="drop episodes going on now")
+    outbox_recovered: OutboxRecovered | None = None
     source_reconnects: int = 0
     cpu_temp_c: float | None = None
     throttled: bool | None = None

@@ -5,6 +5,10 @@ blocks: the file holds a number no issued seq has reached yet; when the block ru
 boundary is written (``write_atomic``: a crash leaves the old number or the new) before any seq
 of the new block is issued. A crash therefore skips at most one block, never repeats a number.
 A clean ``close`` writes the exact next value so restarts leave no gap.
+
+A write that fails (full disk, read-only remount) does not stop the node: numbers go on from memory, the
+failure is logged once, and the write is retried every ``RETRY_S`` until it succeeds. While the file lags
+behind, a crash can repeat numbers issued since the last good write (``event_id`` stays unique).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from pathlib import Path
 
 from agent.atomic import write_atomic
 from agent.errors import EdgecamError
+from agent.state_files import FILE_MODE, private_dir
 
 log = logging.getLogger(__name__)
 
 SEQ_FILE = "seq"
 SEQ_BLOCK = 64
+RETRY_S = 5.0
 
 
 def uuid7(unix_ms: int | None = None) -> str:
@@ -48,11 +54,12 @@ class SeqStore:
         self.path = Path(state_dir) / SEQ_FILE
         self.block = max(1, block)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
         except OSError as exc:
             raise EdgecamError(f"state_dir {self.path.parent}: cannot create ({exc.strerror})") from None
         self._next = self._load()
         self._reserved = self._next
+        self._retry_at: float | None = None  # set while the file could not be written
 
     def _load(self) -> int:
         try:
@@ -74,8 +81,8 @@ class SeqStore:
             return fallback
 
     def next(self) -> int:
-        if self._next >= self._reserved:
-            self._reserved = self._next + self.block
+        if self._next >= self._reserved or (self._retry_at is not None and time.monotonic() >= self._retry_at):
+            self._reserved = max(self._reserved, self._next + self.block)
             self._write(self._reserved)
         value = self._next
         self._next += 1
@@ -90,7 +97,15 @@ class SeqStore:
         self._reserved = self._next
 
     def _write(self, value: int) -> None:
+        """Persist ``value``; on failure keep going from memory and retry later (see the module doc)."""
         try:
-            write_atomic(self.path, f"{value}\n")
+            write_atomic(self.path, f"{value}\n", mode=FILE_MODE)
         except OSError as exc:
-            raise EdgecamError(f"state_dir {self.path}: cannot write seq ({exc.strerror})") from None
+            if self._retry_at is None:
+                log.warning("%s: cannot write seq (%s); continuing in memory, retrying every %.0f s",
+                            self.path, exc.strerror, RETRY_S)
+            self._retry_at = time.monotonic() + RETRY_S
+            return
+        if self._retry_at is not None:
+            log.warning("%s: seq saved again (%d)", self.path, value)
+            self._retry_at = None

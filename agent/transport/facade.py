@@ -2,13 +2,17 @@
 
 Publishing of outbox rows happens only on the link thread (``on_tick``): rows are read in id order
 behind a cursor, at most ``window`` unacknowledged at once; a PUBACK with a success reason deletes the
-row, a permanent refusal drops it (counted), a transient one retries it after a pause. On every new
+row, a permanent refusal drops it (counted), a transient one retries it after a pause. A PUBACK
+saying no subscriber matched (0x10) means nobody will ever get the message, so for the channels in
+``outbox.hold_unmatched`` the row stays and the queue is resent with backoff until a subscriber (or a
+persistent session) takes it: the guarantee is "delivered to at least one subscriber". On every new
 connection the cursor restarts at the oldest row, so whatever was in flight is sent again
 (duplicates are possible, losses are not).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.backoff import Backoff
 from agent.config import AgentConfig
 from agent.config_owner import ConfigOwner
 from agent.contract import CentreState, CommandRequest, ConfigReported, Event, Health, State, Topics, Versions, utc_now
@@ -41,6 +46,10 @@ MAX_TRANSIENT_FAILURES = 10
 RESERVED_INFLIGHT = 4  # of the broker's Receive Maximum, kept for state, replies and reports
 #: PUBACK reasons that will never succeed for this message: drop it rather than block the queue
 PERMANENT_REFUSALS = {0x87, 0x90, 0x95, 0x99}
+NO_MATCHING_SUBSCRIBERS = 0x10
+#: resend pauses while no subscriber matches (full jitter, from RETRY_PAUSE_S up to this)
+UNMATCHED_MAX_PAUSE_S = 15.0
+CHANNEL_OF_KIND = {"event": "events", "thumb": "thumbs"}
 
 
 def _props(content_type: str) -> Properties:
@@ -79,7 +88,8 @@ class Transport:
         self.caps = list(caps)
         self.topics = Topics(cfg.node_id)
         state_dir = cfg.state_dir
-        self.outbox = Outbox(state_dir / OUTBOX_FILE, cfg.outbox.max_bytes, cfg.outbox.max_age_s)
+        self.outbox = Outbox(state_dir / OUTBOX_FILE, cfg.outbox.max_bytes, cfg.outbox.max_age_s,
+                             disk_reserve_bytes=cfg.outbox.disk_reserve_bytes)
         self.commands = CommandHandler(self.topics, boot_id, on_command, RecentIds(state_dir / CMD_IDS_FILE))
         self.config = config or ConfigOwner(cfg)
         self.config_sync = ConfigSync(self.config)
@@ -94,6 +104,8 @@ class Transport:
         self._refused: list[int] = []
         self._failures: dict[int, int] = {}
         self._pause_until = 0.0
+        self._unmatched_pauses: Backoff | None = None  # set while no subscriber matches
+        self.unmatched = 0  # PUBACKs with 0x10 that kept their row
         self._more = threading.Event()
         self._next_expire = 0.0
         self._max_payload: int | None = None
@@ -166,6 +178,12 @@ class Transport:
             "outbox_depth": ob.depth,
             "outbox_bytes": ob.bytes,
             "outbox_oldest_age_s": ob.oldest_age_s(),
+            "outbox_limit_bytes": ob.limit_bytes,
+            "outbox_disk_limited": ob.disk_limited,
+            "outbox_dropping": ob.dropping(),
+            "outbox_recovery": dataclasses.asdict(ob.recovery) if ob.recovery else None,
+            "unmatched": self.unmatched,
+            "waiting_for_subscriber": self._unmatched_pauses is not None,
             "inflight": len(self._inflight),
             "connected": self.link.connected,
             "reconnects": self.link.reconnects,
@@ -230,9 +248,15 @@ class Transport:
         if row is None:
             return
         self._more.set()
+        if reason is not None and reason.value == NO_MATCHING_SUBSCRIBERS and self._holds(row):
+            self._hold_unmatched(row)
+            return
         if reason is None or not reason.is_failure:
             self._acked.append(row.id)
             self._failures.pop(row.id, None)
+            if self._unmatched_pauses is not None:
+                self._unmatched_pauses = None
+                log.info("outbox: a subscriber matches again; held rows are being delivered")
             return
         code = reason.value
         n = self._failures[row.id] = self._failures.get(row.id, 0) + 1
@@ -245,6 +269,21 @@ class Transport:
             log.info("outbox: %s row %d refused (%s); retrying", row.kind, row.id, reason)
             self._cursor = min(self._cursor, row.id - 1)
             self._pause_until = time.monotonic() + RETRY_PAUSE_S
+
+    def _holds(self, row: Row) -> bool:
+        return CHANNEL_OF_KIND.get(row.kind) in self.cfg.outbox.hold_unmatched
+
+    def _hold_unmatched(self, row: Row) -> None:
+        """0x10: keep the row, rewind the cursor to it and pause the queue (order kept), backing off."""
+        self.unmatched += 1
+        self._cursor = min(self._cursor, row.id - 1)
+        now = time.monotonic()
+        if self._unmatched_pauses is None:
+            self._unmatched_pauses = Backoff(RETRY_PAUSE_S, UNMATCHED_MAX_PAUSE_S)
+            log.warning("outbox: no subscriber matches %s (PUBACK 0x10); holding the queue and resending with "
+                        "backoff until one does (outbox.hold_unmatched)", row.topic)
+        if now >= self._pause_until:  # one step of backoff per round, however many rows came back
+            self._pause_until = now + self._unmatched_pauses.next()
 
     def _flush_acks(self) -> None:
         if self._acked:
