@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from centre.limits import ThumbLimits
+
 centre_app = typer.Typer(help="Reference centre: receive events and thumbnails, query the store, command nodes.",
                          no_args_is_help=True)
 
@@ -32,8 +34,18 @@ def centre_listen(
         0, "--session-expiry", min=0,
         help="Keep a persistent session this many seconds (the broker queues events while the receiver is "
              "down); needs --client-id."),
+    thumb_max_bytes: int = typer.Option(ThumbLimits.max_bytes, "--thumb-max-bytes", min=1,
+                                        help="Refuse a thumbnail larger than this (≥ nodes' thumbnails.max_bytes)."),
+    pending_window: float = typer.Option(ThumbLimits.pending_window_s, "--pending-window", min=0.1,
+                                         help="Seconds a thumbnail waits for its event before it is dropped."),
+    pending_node_bytes: int = typer.Option(ThumbLimits.pending_node_bytes, "--pending-node-bytes", min=0,
+                                           help="Bytes of thumbnails without their event one node may park."),
+    pending_total_bytes: int = typer.Option(ThumbLimits.pending_total_bytes, "--pending-total-bytes", min=0,
+                                            help="Bytes of thumbnails without their event all nodes may park."),
 ) -> None:
-    """Receive events, thumbnails, state and replies from the fleet into a SQLite store."""
+    """Receive events, thumbnails, state and replies from the fleet into a SQLite store.
+
+    Thumbnails over the limits are refused and counted per node (``edgecam centre summary``)."""
     import logging
 
     from centre.mqtt import MqttOptions
@@ -45,8 +57,10 @@ def centre_listen(
     if session_expiry and not client_id:
         raise EdgecamError("--session-expiry: needs a stable --client-id (a random one would strand the session)")
     opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
+    limits = ThumbLimits(max_bytes=thumb_max_bytes, pending_window_s=pending_window,
+                         pending_node_bytes=pending_node_bytes, pending_total_bytes=pending_total_bytes)
     raise typer.Exit(run_listen(opts, store, group=group, until_idle=until_idle, quiet=quiet,
-                                session_expiry=session_expiry))
+                                session_expiry=session_expiry, limits=limits))
 
 
 @centre_app.command("summary")

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from agent.config import format_validation_error
 from agent.contract import BY_KEY, CENTRE, Channel, Event, match_topic, node_id_problem
+from centre.limits import REFUSED, ThumbLimits
 from centre.mqtt import MqttOptions, connect_blocking, make_client
 from centre.store import Store
 from centre.view import EventView
@@ -67,6 +68,7 @@ class Stats:
     thumbnails: int = 0
     thumbs_pending: int = 0
     thumbs_bad: int = 0
+    thumbs_refused: int = 0
     status: int = 0
     invalid: int = 0
     errors: int = 0
@@ -85,6 +87,9 @@ class Receiver:
         self.store = store
         self.view = view
         self.stats = Stats()
+        #: node → thumbnails refused since its refusals began: one log line when an episode starts and one
+        #: when it ends, so a flooding node cannot flood the log too (the store counts every refusal)
+        self.refusing: dict[str, int] = {}
 
     def _invalid(self, topic: str, error: str) -> None:
         self.stats.invalid += 1
@@ -140,6 +145,7 @@ class Receiver:
         if not payload:
             raise ValueError("empty thumbnail")
         status = self.store.add_thumb(node_id, event_id, payload)
+        self._episode(node_id, status, len(payload))
         if self.view and status in ("ok", "mismatch"):
             self.view.thumb(event_id, status)
         if status == "ok":
@@ -150,9 +156,21 @@ class Receiver:
             self.stats.thumbs_bad += 1
             self._invalid(topic, "thumbnail sha256 does not match its event's thumb.sha256 (or no thumb expected)")
 
+    def _episode(self, node_id: str, status: str, size: int) -> None:
+        if status in REFUSED:
+            self.stats.thumbs_refused += 1
+            if node_id not in self.refusing:
+                lim = self.store.limits
+                log.warning("thumbnails of %s refused (%s: %d bytes; limits: %d per thumbnail, %d pending per "
+                            "node, %d pending in all); counting further refusals until one is accepted",
+                            node_id, status, size, lim.max_bytes, lim.pending_node_bytes, lim.pending_total_bytes)
+            self.refusing[node_id] = self.refusing.get(node_id, 0) + 1
+        elif node_id in self.refusing:
+            log.warning("thumbnails of %s accepted again after %d refused", node_id, self.refusing.pop(node_id))
+
 
 def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", until_idle: float | None = None,
-               quiet: bool = False, session_expiry: int = 0) -> int:
+               quiet: bool = False, session_expiry: int = 0, limits: ThumbLimits | None = None) -> int:
     """Receive until SIGINT/SIGTERM or ``until_idle`` seconds without a message; print the summary line.
 
     With ``session_expiry`` the broker queues events for this receiver while it is down (at least once
@@ -165,7 +183,7 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
     if any(c in group for c in "/+#"):
         raise EdgecamError(f"--group {group!r}: must not contain '/', '+' or '#' ('' for a plain subscription)")
     view = EventView(quiet=quiet)
-    with Store(store_dir, receiver=opts.client_id) as store:
+    with Store(store_dir, receiver=opts.client_id, limits=limits) as store:
         receiver = Receiver(store, view)
         last = [time.monotonic()]
         subacks: list[Any] = []
@@ -223,4 +241,6 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
             signal.signal(signal.SIGTERM, old)
             client.disconnect()
         view.summary(receiver.stats)
+        for node_id, n in receiver.refusing.items():
+            log.warning("thumbnails of %s: %d refused in the episode still open at exit", node_id, n)
     return 0

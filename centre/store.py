@@ -4,7 +4,8 @@ Several receivers may share one store (they split a shared subscription, so an e
 thumbnail can reach different processes). Every message is handled in one ``BEGIN IMMEDIATE``
 transaction, so "is the event/thumbnail already here?" and the write that follows are atomic across
 processes. A thumbnail may arrive before its event: it waits in ``pending_thumbs`` until the event
-brings the sha256 to verify it against.
+brings the sha256 to verify it against, within the bounds of :class:`centre.limits.ThumbLimits` (what a
+node cannot make the centre keep is refused and counted per node in ``thumb_refusals``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from typing import Any, Literal
 from agent.atomic import write_atomic
 from agent.contract import Event, is_node_id, node_id_problem
 from agent.errors import EdgecamError
+from centre.limits import EXPIRED, ThumbLimits
 
 DB_NAME = "centre.sqlite3"
-PENDING_MAX_AGE_S = 86_400
-"""A thumbnail whose event has not come within a day is dropped (bounds what a node can park here)."""
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Event ids become file names (``{event_id}.jpg``): no slashes, no leading dot (always ``fullmatch``).
 Node ids (the folder) follow the contract's node-id rule."""
@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS pending_thumbs (
     data BLOB NOT NULL,
     received_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS thumb_refusals (
+    node_id TEXT NOT NULL,
+    reason TEXT NOT NULL,       -- centre.limits.REFUSED or 'expired'
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY (node_id, reason)
+);
 CREATE TABLE IF NOT EXISTS node_status (
     node_id TEXT NOT NULL,
     kind TEXT NOT NULL,         -- state, health, cmd/res, config/reported
@@ -98,8 +106,10 @@ FROM events e
 GROUP BY node_id, camera_id, boot_id, track_id;
 """
 
-ThumbStatus = Literal["ok", "pending", "mismatch", "duplicate"]
-"""``duplicate``: the thumbnail was already verified and written (a redelivery); nothing changed."""
+ThumbStatus = Literal["ok", "pending", "mismatch", "duplicate", "too_big", "node_pending_full",
+                      "total_pending_full"]
+"""``duplicate``: the thumbnail was already verified and written (a redelivery); nothing changed.
+The last three are refusals (``centre.limits.REFUSED``): nothing was kept, the refusal was counted."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +125,9 @@ def _now() -> str:
 class Store:
     """One SQLite connection (WAL) plus the thumbnail folder, used from one thread."""
 
-    def __init__(self, root: Path, receiver: str | None = None) -> None:
+    def __init__(self, root: Path, receiver: str | None = None, limits: ThumbLimits | None = None) -> None:
         self.root = Path(root)
+        self.limits = limits or ThumbLimits()
         self.thumbs_dir = self.root / "thumbs"
         self.receiver = receiver
         try:
@@ -217,24 +228,63 @@ class Store:
             return EventResult(new=True, thumb=status)
 
     def add_thumb(self, node_id: str, event_id: str, data: bytes) -> ThumbStatus:
-        """Verify against the event's ``thumb.sha256`` and write the file, or park it until the event comes."""
+        """Verify against the event's ``thumb.sha256`` and write the file, or park it until the event comes
+        (within the pending limits); a refusal is counted and returned as its reason."""
         if not (is_node_id(node_id) and SAFE_ID.fullmatch(event_id)):
             raise ValueError(f"thumbs/{event_id} of {node_id}: not a safe id")
         with self._tx() as db:
+            if len(data) > self.limits.max_bytes:
+                return self._refuse(db, node_id, "too_big", len(data))
             row = db.execute("SELECT node_id, thumb_sha256, thumb_status FROM events WHERE event_id = ?",
                              (event_id,)).fetchone()
             if row is None:
-                cutoff = _iso(datetime.now(timezone.utc) - timedelta(seconds=PENDING_MAX_AGE_S))
-                db.execute("DELETE FROM pending_thumbs WHERE received_at < ?", (cutoff,))
-                db.execute("INSERT OR REPLACE INTO pending_thumbs (event_id, node_id, data, received_at)"
-                           " VALUES (?, ?, ?, ?)", (event_id, node_id, data, _now()))
-                return "pending"
+                return self._park(db, node_id, event_id, data)
             ev_node, sha, status = row
             if ev_node != node_id or sha is None:
                 return "mismatch"
             if status == "ok":
                 return "duplicate"
             return self._join(db, node_id, event_id, sha, data)
+
+    def _park(self, db: sqlite3.Connection, node_id: str, event_id: str, data: bytes) -> ThumbStatus:
+        """Keep a thumbnail whose event has not come yet, if its node and the store stay under their caps.
+
+        The sums are read in the same ``BEGIN IMMEDIATE`` transaction as the insert, so receivers sharing
+        the store cannot together exceed a cap. A redelivery replaces its own row (not counted twice).
+        """
+        self._expire(db)
+        lim = self.limits
+        (node_bytes,) = db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM pending_thumbs"
+                                   " WHERE node_id = ? AND event_id != ?", (node_id, event_id)).fetchone()
+        (all_bytes,) = db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM pending_thumbs"
+                                  " WHERE event_id != ?", (event_id,)).fetchone()
+        if node_bytes + len(data) > lim.pending_node_bytes:
+            return self._refuse(db, node_id, "node_pending_full", len(data))
+        if all_bytes + len(data) > lim.pending_total_bytes:
+            return self._refuse(db, node_id, "total_pending_full", len(data))
+        db.execute("INSERT OR REPLACE INTO pending_thumbs (event_id, node_id, data, received_at)"
+                   " VALUES (?, ?, ?, ?)", (event_id, node_id, data, _now()))
+        return "pending"
+
+    def _expire(self, db: sqlite3.Connection) -> None:
+        """Drop pending thumbnails older than the window, counted per node as ``expired``."""
+        cutoff = _iso(datetime.now(timezone.utc) - timedelta(seconds=self.limits.pending_window_s))
+        old = db.execute("SELECT node_id, COUNT(*), SUM(LENGTH(data)) FROM pending_thumbs WHERE received_at < ?"
+                         " GROUP BY node_id", (cutoff,)).fetchall()
+        for node_id, n, size in old:
+            self._count(db, node_id, EXPIRED, n, size)
+        if old:
+            db.execute("DELETE FROM pending_thumbs WHERE received_at < ?", (cutoff,))
+
+    def _refuse(self, db: sqlite3.Connection, node_id: str, reason: ThumbStatus, size: int) -> ThumbStatus:
+        self._count(db, node_id, reason, 1, size)
+        return reason
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, node_id: str, reason: str, n: int, size: int) -> None:
+        db.execute("INSERT INTO thumb_refusals (node_id, reason, count, bytes, last_at) VALUES (?, ?, ?, ?, ?)"
+                   " ON CONFLICT (node_id, reason) DO UPDATE SET count = count + excluded.count,"
+                   " bytes = bytes + excluded.bytes, last_at = excluded.last_at", (node_id, reason, n, size, _now()))
 
     def set_status(self, node_id: str, kind: str, payload: dict[str, Any]) -> None:
         with self._tx() as db:
@@ -263,6 +313,10 @@ class Store:
             if kind == "state":
                 entry["online"] = json.loads(payload).get("online")
             entry.setdefault("last_seen", {})[kind] = at
+        refused: dict[str, int] = {}
+        for node, reason, n in q("SELECT node_id, reason, count FROM thumb_refusals ORDER BY node_id, reason"):
+            per_node.setdefault(node, {"events": 0, "tracks": 0}).setdefault("thumbs_refused", {})[reason] = n
+            refused[reason] = refused.get(reason, 0) + n
         thumbs = [r[0] for r in q("SELECT thumb_path FROM events WHERE thumb_status = 'ok' ORDER BY thumb_path")]
         return {
             "store": str(self.root),
@@ -278,6 +332,8 @@ class Store:
                 **counts("SELECT thumb_status, COUNT(*) FROM events WHERE thumb_status IN ('pending', 'mismatch')"
                          " GROUP BY thumb_status"),
                 "orphans": q("SELECT COUNT(*) FROM pending_thumbs").fetchone()[0],
+                "pending_bytes": q("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM pending_thumbs").fetchone()[0],
+                "refused": refused,
                 "paths": thumbs,
             },
             "invalid": q("SELECT COUNT(*) FROM invalid").fetchone()[0],

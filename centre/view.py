@@ -78,9 +78,11 @@ def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
     th = s["thumbnails"]
     con.print(f"[bold]{s['store']}[/]: {s['events']} events ({s['deliveries']} deliveries), {s['tracks']} tracks, "
               f"{th['ok']} thumbnails, {s['invalid']} invalid payloads")
-    nodes = Table("node", "events", "tracks", "online", title="per node")
+    nodes = Table("node", "events", "tracks", "online", "thumbnails refused", title="per node")
     for node, row in s["per_node"].items():
-        nodes.add_row(node, str(row.get("events", 0)), str(row.get("tracks", 0)), str(row.get("online", "?")))
+        refused = ", ".join(f"{k}={v}" for k, v in row.get("thumbs_refused", {}).items()) or "-"
+        nodes.add_row(node, str(row.get("events", 0)), str(row.get("tracks", 0)), str(row.get("online", "?")),
+                      refused)
     con.print(nodes)
     labels = Table("label", "events", "tracks", title="per label")
     for label, n in s["per_label"].items():
@@ -88,7 +90,9 @@ def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
     con.print(labels)
     con.print("per type: " + ", ".join(f"{k}={v}" for k, v in s["per_type"].items()))
     pending = th.get("pending", 0) + th.get("orphans", 0)
-    con.print(f"thumbnails: {th['ok']} ok, {th.get('mismatch', 0)} sha256 mismatch, {pending} waiting")
+    refused = sum(th.get("refused", {}).values())
+    con.print(f"thumbnails: {th['ok']} ok, {th.get('mismatch', 0)} sha256 mismatch, {pending} waiting "
+              f"({th.get('pending_bytes', 0)} bytes), {refused} refused or expired")
     for path in th["paths"][:20]:
         con.print(f"  {s['store']}/{path}")
     if len(th["paths"]) > 20:

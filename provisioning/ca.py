@@ -5,6 +5,11 @@ Client identities (nodes and the centre) carry their id as the certificate CN; M
 each node to ``edgecam/v1/{CN}/…``. That is why ids are validated here, with the contract's node-id rule
 (``agent.contract.ids``): a CN with ``/``, ``+`` or ``#``, or one equal to a level that is not a node
 (``centre``, ``fleet``, ``enrol``), would escape its subtree.
+
+Nodes and centres share one namespace: the ACL grants centre rights by username (``user NAME``), so a
+centre identity named like a node would hand that node's certificate centre rights. A name once issued
+to a node (even revoked) never becomes a centre, and a centre's name never becomes a node
+(:func:`check_namespace`).
 """
 
 from __future__ import annotations
@@ -234,7 +239,10 @@ class CertificateAuthority:
         pub = csr.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
             raise CaError(f"CSR for {cn!r}: key must be EC P-256")
-        return self.sign_client(check_client_id(cn), pub, days)
+        check_client_id(cn)
+        if self.dir is not None:
+            check_namespace(self.dir, cn, centre=False)
+        return self.sign_client(cn, pub, days)
 
 
 def init_ca(ca_dir: Path, hosts: list[str] | None = None, centre: str = "centre", org: str = "edgecam",
@@ -295,6 +303,35 @@ def centre_names(ca_dir: Path) -> list[str]:
     return [main, *[n for n in dict.fromkeys(names) if n != main]]
 
 
+def issued_client_names(ca_dir: Path) -> set[str]:
+    """CNs of every client certificate this CA signed (``issued/``), revoked ones included."""
+    names = set()
+    for path in sorted(CaFiles(Path(ca_dir)).issued.glob("*.crt")):
+        cert = load_cert(path)
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            continue
+        if ExtendedKeyUsageOID.CLIENT_AUTH in usage:
+            names.add(common_name(cert))
+    return names
+
+
+def check_namespace(ca_dir: Path, name: str, *, centre: bool) -> None:
+    """Refuse a node id a centre holds, and a centre name a node holds (issued, revoked or not).
+
+    Why both ways: the ACL's ``user NAME`` block gives centre rights to whoever connects with CN ``NAME``,
+    and a revoked node certificate still works on a broker whose CRL is stale.
+    """
+    centres = centre_names(ca_dir)
+    if centre:
+        if name not in centres and name in issued_client_names(ca_dir):
+            raise CaError(f"centre name {name!r}: a node certificate with this CN was issued by this CA "
+                          "(revoked or not); a centre of that name would give it centre rights")
+    elif name in centres:
+        raise CaError(f"node id {name!r}: is a centre identity of this CA (nodes and centres share one namespace)")
+
+
 def issue_node(node_id: str, ca_dir: Path, out_dir: Path, days: int = CLIENT_DAYS,
                force: bool = False, centre: bool = False) -> Identity:
     """A client key and certificate (CN = id) in ``out_dir``, next to a copy of the CA certificate.
@@ -305,9 +342,8 @@ def issue_node(node_id: str, ca_dir: Path, out_dir: Path, days: int = CLIENT_DAY
     """
     check_client_id(node_id, what="centre name" if centre else "node id", allow_reserved=centre)
     ca = CertificateAuthority.load(ca_dir)
+    check_namespace(ca_dir, node_id, centre=centre)
     centres = centre_names(ca_dir)
-    if not centre and node_id in centres:
-        raise CaError(f"node id {node_id!r}: is a centre identity")
     out = Path(out_dir)
     ident = Identity(node_id, out / f"{node_id}.crt", out / f"{node_id}.key", out / CA_CERT)
     if ident.key.exists() and not force:

@@ -9,6 +9,7 @@ nothing while a positive control in the same test did arrive.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,58 @@ def test_revoked_node_is_refused_after_the_crl_reaches_the_broker(tmp_path: Path
         assert _node(clients, b, pki, "node-y").connected  # other identities unaffected
     finally:
         b.stop()
+
+
+def test_no_ordering_of_issues_gives_a_node_certificate_centre_rights(tmp_path: Path, clients) -> None:
+    """``ca issue NAME`` and ``ca issue NAME --centre`` in each order (and after revoking the node, on a broker
+    whose CRL is still the old one): whatever node certificate exists has node rights only on the real broker,
+    because the CA refuses the second identity."""
+    from provisioning.broker_config import write_broker_config
+    from provisioning.ca import CaError, issue_node, revoke
+    from tests.broker import Broker, free_port
+
+    pki = Pki(tmp_path / "pki")
+    stale_crl = (pki.ca_dir / "crl.pem").read_bytes()
+    orders = {"n-then-c": ("node", "centre"), "c-then-n": ("centre", "node"),
+              "n-revoked-then-c": ("node", "revoke", "centre")}
+    nodes, refused = {}, []
+    for name, steps in orders.items():
+        for step in steps:
+            try:
+                if step == "revoke":
+                    revoke(name, pki.ca_dir)
+                else:
+                    ident = issue_node(name, pki.ca_dir, tmp_path / step, centre=step == "centre")
+                    if step == "node":
+                        nodes[name] = ident
+            except CaError:
+                refused.append((name, step))
+    port = free_port()
+    conf = write_broker_config(pki.ca_dir, port, tmp_path / "b" / "conf", bind="127.0.0.1",
+                               run_as="root" if os.geteuid() == 0 else None)
+    (conf.crlfile).write_bytes(stale_crl)  # the revocation has not reached this broker yet
+    broker = Broker(tmp_path / "b", port=port, conf=conf.conf.read_text()).start()
+    try:
+        centre = _centre(clients, broker, pki)
+        centre.subscribe("edgecam/v1/+/events")
+        victim = _node(clients, broker, pki, "victim")
+        victim.subscribe("edgecam/v1/victim/cmd/req")
+        assert set(nodes) == {"n-then-c", "n-revoked-then-c"}
+        for name, ident in nodes.items():
+            n = clients(broker.port, ident, name)
+            assert n.connected, (name, n.connack, broker.log()[-1500:])
+            n.subscribe("edgecam/v1/+/events")
+            n.subscribe("$share/g/edgecam/v1/+/events")
+            n.subscribe(f"edgecam/v1/{name}/cmd/req")  # the sentinel it may read
+            assert n.publish("edgecam/v1/victim/cmd/req", b"{}").value == NOT_AUTHORIZED, name
+            assert n.publish("edgecam/v1/centre/state", b"{}").value == NOT_AUTHORIZED, name
+            before = centre.topics().count("edgecam/v1/victim/events")
+            assert accepted(victim.publish("edgecam/v1/victim/events", b"{}"))  # positive control
+            assert wait(lambda before=before: centre.topics().count("edgecam/v1/victim/events") == before + 1)
+            assert accepted(centre.publish(f"edgecam/v1/{name}/cmd/req", b"{}"))  # sent after the event arrived
+            assert wait(lambda n=n: n.topics()), name
+            assert n.topics() == [f"edgecam/v1/{name}/cmd/req"], (name, n.topics())
+        assert not victim.topics()
+    finally:
+        broker.stop()
+    assert refused == [("n-then-c", "centre"), ("c-then-n", "node"), ("n-revoked-then-c", "centre")]

@@ -187,3 +187,46 @@ def test_a_node_cert_never_outlives_its_ca(tmp_path: Path) -> None:
     files = init_ca(tmp_path / "ca", days=100)
     cert = load_cert(issue_node("n1", files.dir, tmp_path / "o").cert)
     assert cert.not_valid_after_utc <= load_cert(files.ca_cert).not_valid_after_utc
+
+
+def _csr(cn: str) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(new_key(), hashes.SHA256())
+    return csr.public_bytes(Encoding.PEM)
+
+
+def test_nodes_and_centres_share_one_namespace(tmp_path: Path, capsys) -> None:
+    """A centre named like an issued node (revoked too) would give that node's certificate centre rights
+    (the ACL grants them by username); a node named like a centre the same. Both are refused, both ways."""
+    from provisioning.ca import CaFiles, revoke
+
+    ca = init_ca(tmp_path / "ca", centre="hq").dir
+    issue_node("cam-1", ca, tmp_path / "n")
+    issue_node("cam-2", ca, tmp_path / "n")
+    revoke("cam-2", ca)
+    issue_node("hq-2", ca, tmp_path / "c", centre=True)
+    with pytest.raises(CaError, match="centre name 'cam-1': a node certificate"):
+        issue_node("cam-1", ca, tmp_path / "x", centre=True)
+    with pytest.raises(CaError, match="node id 'hq-2': is a centre identity"):
+        issue_node("hq-2", ca, tmp_path / "x")
+    with pytest.raises(CaError, match="node id 'hq': is a centre identity"):
+        CertificateAuthority.load(ca).sign_csr(_csr("x"), "hq")  # enrolment too
+    capsys.readouterr()
+    cases = [(("cam-1", "--centre"), "centre name 'cam-1': a node certificate"),
+             (("cam-2", "--centre"), "centre name 'cam-2': a node certificate"),  # revoked, still a node's
+             (("hq",), "node id 'hq': is a centre identity"),                      # the main centre
+             (("hq-2",), "node id 'hq-2': is a centre identity"),                  # an extra centre
+             (("centre",), "node id: 'centre' is reserved")]                       # the default centre name
+    for args, needle in cases:
+        assert cli("ca", "issue", *args, "--ca", str(ca), "--out", str(tmp_path / "x")) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (args, err)
+    assert not (tmp_path / "x").exists()
+    assert CaFiles(ca).centres.read_text().split() == ["hq", "hq-2"]
+    # re-issuing an identity under its own name and role still works
+    assert cli("ca", "issue", "hq-2", "--centre", "--force", "--ca", str(ca), "--out", str(tmp_path / "c")) == 0
+    assert cli("ca", "issue", "cam-1", "--force", "--ca", str(ca), "--out", str(tmp_path / "n")) == 0
+    assert cli("ca", "issue", "centre", "--centre", "--ca", str(ca), "--out", str(tmp_path / "c")) == 0
+    assert CaFiles(ca).centres.read_text().split() == ["hq", "hq-2", "centre"]
