@@ -15,6 +15,7 @@ import typer
 
 from agent import __version__
 from agent.errors import EdgecamError
+from agent.redact import redact_text
 
 app = typer.Typer(
     name="edgecam",
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="edgecam")
     except EdgecamError as exc:
-        typer.echo(f"edgecam: error: {exc}", err=True)
+        typer.echo(f"edgecam: error: {redact_text(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

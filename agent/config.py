@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.contract.ids import NodeId
+from agent.contract import CameraId, NodeId
 from agent.errors import ConfigError
+from agent.redact import SecretUrl
 from agent.section import Section
 from agent.sources.kinds import SOURCES, SyntheticSource
 from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
@@ -166,7 +167,7 @@ class ThumbnailConfig(Section):
 
 
 class MqttConfig(Section):
-    url: str = "mqtt://127.0.0.1:1883"
+    url: SecretUrl = SecretUrl("mqtt://127.0.0.1:1883")
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -179,9 +180,9 @@ class MqttConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, url: str) -> str:
+    def _url(cls, url: SecretUrl) -> SecretUrl:
         try:
-            parse_mqtt_url(url)
+            parse_mqtt_url(url.reveal())
         except MqttOptionError as exc:
             raise PydanticCustomError("mqtt_url", exc.problem) from None
         return url
@@ -189,7 +190,7 @@ class MqttConfig(Section):
     @model_validator(mode="after")
     def _tls_files(self) -> MqttConfig:
         try:
-            check_tls_files(parse_mqtt_url(self.url).tls, self.tls_ca, self.tls_cert, self.tls_key)
+            check_tls_files(parse_mqtt_url(self.url.reveal()).tls, self.tls_ca, self.tls_cert, self.tls_key)
         except MqttOptionError as exc:  # reported at the option it names (mqtt.tls_key), not at mqtt
             raise ValidationError.from_exception_data("MqttConfig", [InitErrorDetails(
                 type=PydanticCustomError("mqtt_tls", exc.problem), loc=(exc.option.rsplit(".", 1)[-1],),
@@ -227,7 +228,7 @@ RESTART = {"restart": True}
 
 class AgentConfig(Section):
     node_id: NodeId = "edgecam-dev"
-    camera_id: str = Field("cam0", min_length=1, json_schema_extra=RESTART)
+    camera_id: CameraId = Field("cam0", json_schema_extra=RESTART)
     state_dir: Path = Path("var/edgecam")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     source: SourceConfig = Field(default_factory=SyntheticSource, json_schema_extra=RESTART)

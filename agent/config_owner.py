@@ -32,6 +32,7 @@ from agent.atomic import write_atomic
 from agent.config import AgentConfig, build_config, merge_layers
 from agent.contract import ConfigReported
 from agent.errors import ConfigError
+from agent.redact import REVEAL, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class ConfigOwner:
         self.local = local
         # only what the layers set: a field left to its default stays unset (e.g. detect.nms_iou defers
         # to the model's manifest) whatever the centre's document changes beside it
-        self._local_data = local.model_dump(mode="json", exclude_unset=True)
+        self._local_data = local.model_dump(mode="json", exclude_unset=True, context=REVEAL)  # real URLs
         self._path = Path(local.state_dir) / STATE_FILE
         self._clock = clock
         self._lock = threading.RLock()
@@ -298,8 +299,10 @@ class ConfigOwner:
                 listener(report)
 
     def _report(self, version: int, status: str, error: str | None = None, restart: bool = False) -> ConfigReported:
-        return ConfigReported(version=version, status=status, applied_version=self.applied_version,
-                              error=" ".join(error.split())[:MAX_ERROR_LEN] if error else None, restart=restart)
+        # the error may quote the rejected document's values: shown as every URL is (agent.redact)
+        text = redact_text(" ".join(error.split()))[:MAX_ERROR_LEN] if error else None
+        return ConfigReported(version=version, status=status, applied_version=self.applied_version, error=text,
+                              restart=restart)
 
     def _rejected(self, version: int, error: str) -> ConfigReported:
         log.warning("config v%d rejected: %s", version, error)
@@ -326,7 +329,7 @@ class ConfigOwner:
 
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self._path, self._state.model_dump_json().encode())
+        write_atomic(self._path, self._state.model_dump_json().encode(), mode=0o600)  # documents may hold passwords
 
     def _save_quietly(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""systemd glue: ``sd_notify`` over the ``NOTIFY_SOCKET`` datagram protocol and a journal-aware log setup.
+"""systemd glue: ``sd_notify`` over the ``NOTIFY_SOCKET`` datagram protocol and a journal-aware, redacting log setup.
 
 Speaking the protocol directly (a few lines) keeps systemd-python optional; when it is installed the logs go
 to the journal with structured fields.
@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 import sys
+
+from agent.redact import redact_text
 
 
 def sd_notify(*states: str, environ: dict[str, str] | None = None) -> bool:
@@ -55,5 +57,17 @@ def setup_logging(level: str) -> None:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(redact_record)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def redact_record(record: logging.LogRecord) -> bool:
+    """Every log line and traceback through ``agent.redact.redact_text``: a library's message or an
+    exception may quote a URL with credentials that no ``SecretUrl`` guarded."""
+    record.msg, record.args = redact_text(record.getMessage()), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    return True

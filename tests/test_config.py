@@ -18,7 +18,7 @@ def test_precedence_toml_env_cli(tmp_path):
                     '[source]\nkind = "synthetic"\nseed = 3\n')
     env = {"EDGECAM_MODEL__THREADS": "3", "EDGECAM_MQTT__URL": "mqtt://env:1883"}
     cfg = load_config(toml, {"mqtt": {"url": "mqtts://cli:8883"}}, environ=env)
-    assert cfg.node_id == "from-file" and cfg.model.threads == 3 and cfg.mqtt.url == "mqtts://cli:8883"
+    assert cfg.node_id == "from-file" and cfg.model.threads == 3 and cfg.mqtt.url.reveal() == "mqtts://cli:8883"
     assert isinstance(cfg.source, SyntheticSource) and cfg.source.seed == 3
 
 
@@ -85,3 +85,23 @@ def test_example_node_config_is_valid():
     example = Path(__file__).resolve().parents[1] / "provisioning/templates/node.toml"
     cfg = load_config(example, environ={})
     assert cfg.source.kind == "rtsp" and cfg.zones[0].name == "crossing" and cfg.model.delegate.kind == "cpu"
+
+
+@pytest.mark.parametrize(("bad", "problem"), [
+    ("x" * 1_000_000, "must be 1-64 characters, not 1000000"), ("x" * 65, "not 65"), ("", "not 0"),
+    ("gate\n1", "U+000A at position 4"), ("gate\x1b[31m", "U+001B"), ("cam\u2028", "U+2028"), ("a\x7f", "U+007F"),
+])
+def test_camera_id_is_short_and_printable(tmp_path, bad, problem):
+    """camera_id is in every event and centre row: one line naming it, never the value echoed back."""
+    path = tmp_path / "node.toml"
+    path.write_text(f"camera_id = {json.dumps(bad)}\n")
+    for source in ({"path": path}, {"overrides": {"camera_id": bad}}):
+        with pytest.raises(ConfigError) as err:
+            load_config(**source, environ={})
+        msg = str(err.value)
+        assert "camera_id: " in msg and problem in msg and "\n" not in msg and len(msg) < 300, msg
+
+
+@pytest.mark.parametrize("good", ["cam0", "Gate 3 (north)", "x" * 64, "Kamera-Süd"])
+def test_camera_ids_in_the_rule_are_kept(good):
+    assert load_config(overrides={"camera_id": good}, environ={}).camera_id == good

@@ -62,7 +62,7 @@ def test_local_layers_stay_under_the_document(tmp_path: Path) -> None:
     owner.propose(1, {"tracker": {"window": 9}})
     eff = owner.effective()
     assert (eff.tracker.threshold, eff.tracker.window, eff.motion.enabled) == (0.7, 9, False)
-    assert eff.mqtt.url == "mqtt://127.0.0.1:1"
+    assert eff.mqtt.url.reveal() == "mqtt://127.0.0.1:1"
 
 
 def test_trial_is_committed_when_healthy_and_survives_restarts(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def test_the_keyframe_sent_at_play_is_decoded_not_thrown_away(camera, clip, refe
     are earlier than one clip duration.
     """
     cfg = RtspSource(url=camera.url)
-    video = VideoReader(cfg.url, name="cam", options=rtsp_options(cfg), timeout_s=5)
+    video = VideoReader(cfg.url.reveal(), name="cam", options=rtsp_options(cfg), timeout_s=5)
     try:
         got = [video.read() for _ in range(5)]
     finally:

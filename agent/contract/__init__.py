@@ -25,6 +25,7 @@ from agent.contract.ids import NODE_ID_PATTERN, RESERVED_NODE_IDS, NodeId, ident
 from agent.contract.payloads import (
     CONTRACT_VERSION,
     BBox,
+    CameraId,
     CentreState,
     CommandRequest,
     CommandResponse,
@@ -46,8 +47,8 @@ from agent.contract.payloads import (
 
 __all__ = [
     "BY_KEY", "CENTRE", "CHANNELS", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN", "RESERVED_NODE_IDS",
-    "ROOT", "BBox", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired", "ConfigReported",
-    "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "State", "ThumbRef", "Topics",
-    "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes",
-    "subscribes", "utc_now",
+    "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired",
+    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "State",
+    "ThumbRef", "Topics", "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic",
+    "node_id_problem", "publishes", "subscribes", "utc_now",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 CONTRACT_VERSION = 1
 
@@ -29,6 +30,30 @@ UtcTime = Annotated[
     datetime,
     PlainSerializer(iso_ms, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+CAMERA_ID_MAX = 64
+
+
+def _camera_id(value: str) -> str:
+    """In every event and every centre row: short, and nothing that breaks a log line or a terminal."""
+    if not 1 <= len(value) <= CAMERA_ID_MAX:
+        raise PydanticCustomError("camera_id", "must be 1-{max} characters, not {n}", {"max": CAMERA_ID_MAX,
+                                  "n": len(value)})
+    bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)
+    if bad is not None:
+        raise PydanticCustomError("camera_id", "must be printable characters: {code} at position {i} is not",
+                                  {"code": f"U+{ord(value[bad]):04X}", "i": bad})
+    return value
+
+
+#: a camera's name on its node: 1-64 printable characters (no control characters, no line breaks)
+CameraId = Annotated[
+    str,
+    AfterValidator(_camera_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": CAMERA_ID_MAX,
+                    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+                    "description": "1-64 printable characters (Python's str.isprintable: no control characters)"}),
 ]
 
 
@@ -59,7 +84,7 @@ class Event(Payload):
     v: Literal[1] = CONTRACT_VERSION
     event_id: str = Field(description="UUIDv7; consumers upsert by it (delivery is at least once)")
     node_id: str
-    camera_id: str
+    camera_id: CameraId
     boot_id: str
     seq: int = Field(ge=0, description="persisted, monotonic per node")
     type: Literal["start", "update", "end"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import SourceError
+from agent.redact import redact_url
 from agent.sources.kinds import SOURCES
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def source_config_from_uri(uri: str) -> dict[str, Any]:
         uri = uri[len("file:"):]
     elif "://" in uri or (":" in uri.split("/")[0] and not Path(uri).exists()):
         forms = ", ".join(p for e in SOURCES for p in e.traits.get("uri", ((),))[0])
-        raise SourceError(f"--source {uri}: unknown source (use a file path, file:PATH or {forms}…)")
+        raise SourceError(f"--source {redact_url(uri)}: unknown source (use a file path, file:PATH or {forms}…)")
     if not Path(uri).exists():
         raise SourceError(f"--source {uri}: no such file or folder")
     return {"kind": "file", "path": uri}

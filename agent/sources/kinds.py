@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from pydantic import Field
 
 from agent.errors import SourceError
+from agent.redact import SecretUrl
 from agent.registry import Registry
 from agent.section import Section
 
@@ -53,7 +54,7 @@ class V4l2Source(Section):
 
 class RtspSource(Section):
     kind: Literal["rtsp"] = "rtsp"
-    url: str
+    url: SecretUrl
     tcp: bool = True
 
 

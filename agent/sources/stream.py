@@ -30,7 +30,7 @@ class StreamSource(Source):
         self._index = 0
 
     def describe(self) -> str:
-        return self.cfg.device if isinstance(self.cfg, V4l2Source) else _redact(self.cfg.url)
+        return self.cfg.device if isinstance(self.cfg, V4l2Source) else str(self.cfg.url)
 
     def open(self) -> None:
         if isinstance(self.cfg, RtspSource):
@@ -50,7 +50,7 @@ class StreamSource(Source):
         self._cap = cap
 
     def _open_rtsp(self, cfg: RtspSource) -> None:
-        self._video = VideoReader(cfg.url, name=self.describe(), threads=self.decode_threads,
+        self._video = VideoReader(cfg.url.reveal(), name=self.describe(), threads=self.decode_threads,
                                   options=rtsp_options(cfg), timeout_s=RTSP_TIMEOUT_S)
         self.fps = self._video.fps
 
@@ -89,19 +89,3 @@ def rtsp_options(cfg: RtspSource) -> dict[str, str]:
     """
     return {"rtsp_transport": "tcp" if cfg.tcp else "udp", "flags": "low_delay"}
 
-
-def _redact(url: str) -> str:
-    """Hide credentials in ``rtsp://user:pass@host/…`` before it reaches a log or an error.
-
-    The host starts after the *last* ``@`` before the path, as FFmpeg parses it: a password typed with an
-    unencoded ``@`` works, so its tail must not leak. An ``@`` only after the host (a password with ``/`` in
-    it) hides up to that ``@``: over-redacting an odd path beats logging a secret.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, host_end)
-    if at < 0:
-        at = rest.rfind("@")
-    return f"{scheme}://***@{rest[at + 1:]}"

@@ -21,6 +21,7 @@ from agent.atomic import write_atomic
 from agent.config import format_validation_error
 from agent.contract import CommandRequest, CommandResponse, Topics, iso_ms, utc_now
 from agent.errors import EdgecamError
+from agent.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _valid_topic(topic: Any) -> bool:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
+    text = redact_text(" ".join(str(text).split()))  # an exception may quote a URL with credentials
     return text[:MAX_ERROR_LEN]
 
 

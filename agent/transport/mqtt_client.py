@@ -70,7 +70,7 @@ class MqttLink:
         self.cfg = cfg
         self.client_id = client_id
         self.owner = owner
-        self.address = parse_mqtt_url(cfg.url)  # validated with the config: TLS files only with mqtts://
+        self.address = parse_mqtt_url(cfg.url.reveal())  # validated with the config: TLS files only with mqtts://
         self.v5 = cfg.protocol == "5"
         self._ssl = tls_context(cfg) if self.address.tls else None
         self._delays = Backoff(cfg.backoff_min_s, cfg.backoff_max_s, rng)

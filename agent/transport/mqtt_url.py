@@ -3,14 +3,17 @@
 ``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883), optional ``user:pass@``. TLS files
 (CA, client certificate, client key) belong to ``mqtts://`` only, and a client certificate needs its key
 and the other way round. Errors are one line naming the option as the caller spells it (``mqtt.url``,
-``--mqtt``, ``mqtt.tls_key``, ``--tls-key``). Stdlib only: the config model imports it at load time.
+``--mqtt``, ``mqtt.tls_key``, ``--tls-key``). Messages show the URL redacted (``agent.redact``): they reach
+logs and the centre.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from agent.redact import redact_url
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -30,7 +33,7 @@ class BrokerAddress:
     port: int
     tls: bool
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # for paho only, never printed
 
     @property
     def url(self) -> str:
@@ -44,11 +47,11 @@ def parse_mqtt_url(url: str, option: str = "mqtt.url") -> BrokerAddress:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise MqttOptionError(option, f"{url!r}: {exc}") from None
+        raise MqttOptionError(option, f"{redact_url(url)!r}: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS:
-        raise MqttOptionError(option, f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+        raise MqttOptionError(option, f"{redact_url(url)!r}: expected mqtt://host[:port] or mqtts://host[:port]")
     if not parts.hostname:
-        raise MqttOptionError(option, f"{url!r}: no host")
+        raise MqttOptionError(option, f"{redact_url(url)!r}: no host")
     return BrokerAddress(
         host=parts.hostname,
         port=port or DEFAULT_PORTS[parts.scheme],

@@ -187,7 +187,7 @@ def _bench_agent(cfg: AgentConfig, frames: int, predecoded: bool = False) -> Any
 def run_pipeline(cfg: AgentConfig, frames: int, predecoded: bool = False,
                  ) -> tuple[Any, dict[str, Any], float, float | None, ByteMeter]:
     """Run the real agent until ``frames`` frames were processed and the outbox is flushed."""
-    meter = ByteMeter(cfg.mqtt.url, cfg.node_id).start()
+    meter = ByteMeter(cfg.mqtt.url.reveal(), cfg.node_id).start()
     try:
         before = rss_mb()
         reset_peak_rss()
