@@ -34,10 +34,11 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int | None = None) -
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (a rename, a new file) durable; best effort where folders cannot sync."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory file descriptors

@@ -331,6 +331,14 @@ class ConfigOwner:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self._path, self._state.model_dump_json().encode(), mode=0o600)  # documents may hold passwords
 
+    def save_again(self) -> str:
+        """Write the persisted state again (the state dir was lost with it); what was done."""
+        with self._lock:
+            if self._state == OwnerState():
+                return "nothing to keep"
+            self._save()
+        return f"{self._path.name} written again"
+
     def _save_quietly(self) -> None:
         try:
             self._save()

@@ -40,7 +40,7 @@ from agent.errors import EdgecamError
 from agent.memory import peak_rss_mb
 from agent.serial_worker import WorkerFailed
 from agent.service import sd_notify, setup_logging, watchdog_period_s
-from agent.state_files import private_dir
+from agent.state_dir import StateDirWatch
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
 from agent.vision.inference_lanes import resolved
 
@@ -94,7 +94,7 @@ class Agent:
         self.opts = opts
         self.owner = owner or ConfigOwner(cfg)
         self.t_start = time.monotonic()
-        private_dir(cfg.state_dir)  # 0700: the outbox holds pictures of the street
+        self.state_dir = StateDirWatch(cfg.state_dir)  # 0700: the outbox holds pictures of the street
         self.source = open_source(cfg.source, cfg.capture.decode_threads)
         if self.source.finite:
             self.source.open()  # a bad file is a one-line error now, not a retry loop later
@@ -159,6 +159,13 @@ class Agent:
                            lambda c: self.post.submit(self.engine.reconfigure, c))  # between frames, its thread
         self.consumers.add("transport", self.transport.CONFIG_SECTIONS, self.transport.reconfigure)
         self.consumers.add("logging", {"log_level"}, lambda c: logging.getLogger().setLevel(c.log_level))
+        # what lives in the state dir, and how each owner puts its file back if the dir is deleted under us
+        outbox = self.transport.outbox
+        self.state_dir.keep("outbox", lambda: f"{outbox.rehome()} unsent row(s) moved to a fresh file",
+                            lost=outbox.lost)
+        self.state_dir.keep("seq", self.engine.save_seq)
+        self.state_dir.keep("config state", self.owner.save_again)
+        self.state_dir.keep("command ids", self.transport.commands.recent.save_again)
 
     # ------------------------------------------------------------ called from the MQTT thread
 
@@ -335,6 +342,7 @@ class Agent:
             self.post.submit(self.engine.set_thumb_budget, min(self.cfg.thumbnails.max_bytes, budget))
         self._watch_trial()
         if self.transport.health_due(now):
+            self._check_state_dir()
             try:
                 self.transport.publish_health(self._health())
             except Exception as exc:  # health is best effort; the pipeline must not stop for it
@@ -342,6 +350,12 @@ class Agent:
         if self._watchdog and now >= self._next_watchdog:
             self._next_watchdog = now + self._watchdog
             sd_notify("WATCHDOG=1")
+
+    def _check_state_dir(self) -> None:
+        try:
+            self.state_dir.check()
+        except Exception as exc:  # the pipeline must not stop for it; the next check tries again
+            log.warning("state_dir %s: check failed: %s", self.cfg.state_dir, exc)
 
     def run(self) -> int:
         try:
@@ -390,10 +404,12 @@ class Agent:
         self.post.stop()
         if self.lanes is not None:
             self.lanes.stop()
+        self._check_state_dir()  # the last events and the seq go where the next start finds them
         flushed = self.transport.flush(FLUSH_TIMEOUT_S if self.flush_on_exit else 0.0)
         if not flushed:
             log.warning("outbox not empty at exit; %s item(s) stay queued for the next start",
                         self.transport.stats().get("outbox_depth"))
+        self._check_state_dir()  # deleted during the flush: what is unsent must not go with it
         self.transport.close()
         if self.opts.summary_json:
             write_summary(self.opts.summary_json, self)

@@ -32,6 +32,16 @@ def private_file(path: Path) -> Path:
     return path
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, None when it is gone: a deleted or replaced file or folder shows as
+    a different identity, whatever its name."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _restrict(path: Path, mode: int) -> None:
     with contextlib.suppress(OSError):  # not ours, or a read-only mount: leave it as it is
         st = path.stat()

@@ -164,6 +164,10 @@ class EventEngine:
         self._seq.close()
         return out
 
+    def save_seq(self) -> str:
+        """Write the seq file again from memory (its folder was lost); safe from any thread."""
+        return self._seq.save_again()
+
     def reconfigure(self, cfg: AgentConfig) -> None:
         """Apply thresholds, filters, zones, masks and thumbnail settings to live tracks from now on."""
         self._zones = ZoneSet(cfg.zones, cfg.masks)

@@ -4,7 +4,8 @@
 blocks: the file holds a number no issued seq has reached yet; when the block runs out the next
 boundary is written (``write_atomic``: a crash leaves the old number or the new) before any seq
 of the new block is issued. A crash therefore skips at most one block, never repeats a number.
-A clean ``close`` writes the exact next value so restarts leave no gap.
+A clean ``close`` writes the exact next value so restarts leave no gap. ``save_again`` writes the
+reservation again when the file was lost with its folder (``agent.state_dir``): numbers go on from memory.
 
 A write that fails (full disk, read-only remount) does not stop the node: numbers go on from memory, the
 failure is logged once, and the write is retried every ``RETRY_S`` until it succeeds. While the file lags
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -48,7 +50,9 @@ def new_boot_id() -> str:
 
 
 class SeqStore:
-    """Issues ``seq`` numbers from ``state_dir/seq``; see the module doc for the reservation scheme."""
+    """Issues ``seq`` numbers from ``state_dir/seq``; see the module doc for the reservation scheme.
+
+    Thread-safe: the event engine's thread issues numbers, the state-dir check may save them again."""
 
     def __init__(self, state_dir: Path, block: int = SEQ_BLOCK) -> None:
         self.path = Path(state_dir) / SEQ_FILE
@@ -60,6 +64,7 @@ class SeqStore:
         self._next = self._load()
         self._reserved = self._next
         self._retry_at: float | None = None  # set while the file could not be written
+        self._lock = threading.Lock()
 
     def _load(self) -> int:
         try:
@@ -81,6 +86,10 @@ class SeqStore:
             return fallback
 
     def next(self) -> int:
+        with self._lock:
+            return self._issue()
+
+    def _issue(self) -> int:
         if self._next >= self._reserved or (self._retry_at is not None and time.monotonic() >= self._retry_at):
             self._reserved = max(self._reserved, self._next + self.block)
             self._write(self._reserved)
@@ -93,8 +102,17 @@ class SeqStore:
 
     def close(self) -> None:
         """Record the exact next value (no gap on restart); later ``next`` calls reserve a new block."""
-        self._write(self._next)
-        self._reserved = self._next
+        with self._lock:
+            self._write(self._next)
+            self._reserved = self._next
+
+    def save_again(self) -> str:
+        """Write the current reservation again (the file was lost): no number issued so far can recur."""
+        with self._lock:
+            self._write(self._reserved)
+            if self._retry_at is not None:
+                raise OSError(f"{self.path}: not written; retrying every {RETRY_S:g} s")
+            return f"written again from memory ({self._reserved}, next {self._next})"
 
     def _write(self, value: int) -> None:
         """Persist ``value``; on failure keep going from memory and retry later (see the module doc)."""

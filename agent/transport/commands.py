@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +39,15 @@ class Reply:
 
 
 class RecentIds:
-    """The last ``size`` command ids, kept in order and persisted (JSON) so a restart still drops repeats."""
+    """The last ``size`` command ids, kept in order and persisted (JSON) so a restart still drops repeats.
+
+    Thread-safe: the MQTT thread adds ids, the state-dir check may write them again."""
 
     def __init__(self, path: Path | None, size: int = 1024) -> None:
         self.path = path
         self.size = size
         self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
         if path is not None:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -57,14 +61,26 @@ class RecentIds:
         return cmd_id in self._ids
 
     def add(self, cmd_id: str) -> None:
-        self._ids[cmd_id] = None
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-        if self.path is not None:
-            try:
-                write_atomic(self.path, json.dumps(list(self._ids)))
-            except OSError as exc:
-                log.warning("%s: cannot persist command ids: %s", self.path, exc)
+        with self._lock:
+            self._ids[cmd_id] = None
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+            if self.path is not None:
+                try:
+                    self._save()
+                except OSError as exc:
+                    log.warning("%s: cannot persist command ids: %s", self.path, exc)
+
+    def save_again(self) -> str:
+        """Write the ids again (the state dir was lost with them); what was done."""
+        with self._lock:
+            if self.path is None or not self._ids:
+                return "nothing to keep"
+            self._save()
+            return f"{len(self._ids)} id(s) written again"
+
+    def _save(self) -> None:
+        write_atomic(self.path, json.dumps(list(self._ids)))
 
 
 def _valid_topic(topic: Any) -> bool:

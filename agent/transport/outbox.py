@@ -43,10 +43,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.atomic import fsync_dir
 from agent.errors import EdgecamError
-from agent.state_files import private_dir, private_file
+from agent.state_files import file_identity, private_dir, private_file
 from agent.transport.drop_log import DropEpisodes
-from agent.transport.outbox_salvage import ROW_COLUMNS, Salvage, is_damage, quick_check, salvage
+from agent.transport.outbox_salvage import ROW_COLUMNS, Salvage, is_damage, move_aside, quick_check, salvage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,27 @@ def disk_full(exc: BaseException) -> bool:
     if code is not None:
         return code & 0xFF == SQLITE_FULL
     return "disk is full" in str(exc)
+
+
+def write_copy(path: Path, rows: Sequence[tuple], meta: Sequence[tuple], last_id: int) -> None:
+    """A self-contained outbox file (no WAL left) at ``path`` (0600) holding ``rows`` (``ROW_COLUMNS``),
+    ``meta`` counters and the id sequence at ``last_id`` (so new rows get ids above every earlier one)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a copy left by an earlier attempt
+    private_file(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA synchronous=FULL")
+        con.executescript(SCHEMA)
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany(f"INSERT INTO outbox ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta)
+        con.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
+        con.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)",
+                    (max([last_id, *(r[0] for r in rows)]),))
+        con.execute("COMMIT")
+    finally:
+        con.close()
 
 
 @dataclass(frozen=True)
@@ -142,6 +164,7 @@ class Outbox:
             private_dir(self.path.parent)
             try:
                 self._open()
+                self._load_counts()
             except sqlite3.DatabaseError as exc:
                 if not is_damage(exc):
                     raise
@@ -164,7 +187,43 @@ class Outbox:
         self._r = self._connect("NORMAL")
         self._ck = self._connect("NORMAL")  # checkpoints only, never under ``_lock``
         self._page_size = int(self._w.execute("PRAGMA page_size").fetchone()[0])
-        self._load_counts()
+        self._identity = file_identity(self.path)
+
+    def lost(self) -> bool:
+        """The file was deleted or replaced under the open connections (they write to an unlinked inode then).
+
+        By name, not by an extra descriptor on the file: closing any descriptor of a database drops every
+        POSIX lock SQLite holds on it. The open connections keep the inode alive, so its number cannot be
+        reused by a new file while this compares."""
+        with self._lock:
+            return not self._closed and file_identity(self.path) != self._identity
+
+    def rehome(self) -> int:
+        """Carry every row and counter into a fresh file at ``path`` (its folder recreated); the row count.
+
+        The old connections can still read the unlinked file, so nothing is lost. The copy is built beside
+        the path and renamed into place only after the old connections are closed: closing the last one
+        deletes ``<path>-wal`` by name, which must not be the fresh file's WAL. Row ids are kept and so is
+        the id sequence, so the sender's cursor and its in-flight rows stay valid. Raises ``OSError`` or
+        ``sqlite3.Error`` with the old file still in use when the copy cannot be made (tried again later)."""
+        with self._lock, self._ck_lock:
+            rows = self._w.execute(f"SELECT {ROW_COLUMNS} FROM outbox ORDER BY id").fetchall()
+            meta = self._w.execute("SELECT key, value FROM meta").fetchall()
+            last = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            private_dir(self.path.parent)
+            fresh = self.path.with_name(f".{self.path.name}.rehome")
+            write_copy(fresh, rows, meta, last[0] if last else 0)
+            self._close_connections()
+            if self.path.exists():  # replaced by some other file: keep it for inspection, do not mix
+                log.warning("outbox %s replaced under the agent: moved to %s", self.path,
+                            move_aside(self.path, self._clock(), "replaced"))
+            for suffix in ("-wal", "-shm"):  # the deleted file's, if its connections left them behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            os.replace(fresh, self.path)
+            fsync_dir(self.path.parent)
+            self._open()
+            return len(rows)
 
     def _load_counts(self) -> None:
         row = self._w.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox").fetchone()
@@ -192,6 +251,7 @@ class Outbox:
     def _recover(self, found: Salvage) -> None:
         """Open a fresh outbox and put back what the damaged one still held (same ids, counters kept)."""
         self._open()
+        self._load_counts()
         meta = found.meta
         if meta is None:  # counters unreadable: bd_seq must still grow, so continue from the clock
             meta = {"bd_seq": int(self._clock())}

@@ -65,9 +65,9 @@ class Salvage:
     unreadable: int = 0
 
 
-def move_aside(path: Path, now: float) -> Path:
-    """Rename the database and its WAL/SHM to ``<name>.damaged-<UTC time>`` (kept for inspection)."""
-    dest = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}")
+def move_aside(path: Path, now: float, why: str = "damaged") -> Path:
+    """Rename the database and its WAL/SHM to ``<name>.<why>-<UTC time>`` (kept for inspection)."""
+    dest = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}")
     for suffix in ("", "-wal", "-shm"):
         src = Path(f"{path}{suffix}")
         if src.exists():
