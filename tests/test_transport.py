@@ -156,7 +156,7 @@ def test_publish_refused_by_acl_is_dropped_and_counted(tmp_path: Path) -> None:
     acl.write_text("pattern write edgecam/v1/%u/events\npattern write edgecam/v1/%u/state\n"
                    "pattern read edgecam/v1/#\ntopic read #\n")
     os.chmod(acl, 0o644)
-    b.conf = f"user root\nlistener {b.port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
+    b.conf = f"listener {b.port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
     b.start()
     try:
         sub = Subscriber(b.port)
@@ -259,7 +259,7 @@ def _pki(d: Path) -> dict[str, Path]:
 def tls_broker(tmp_path: Path):
     pki = _pki(tmp_path / "pki")
     b = Broker(tmp_path / "tlsb")
-    b.conf = (f"user root\nlistener {b.port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['server']}\n"
+    b.conf = (f"listener {b.port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['server']}\n"
               f"keyfile {pki['server_key']}\nrequire_certificate true\nuse_identity_as_username true\n"
               "allow_anonymous true\n")
     b.start()
