@@ -278,14 +278,14 @@ def test_mtls_connects_and_checks_the_hostname(tls_broker, tmp_path: Path) -> No
     # the server certificate names only localhost: the same broker reached as 127.0.0.1 must be refused
     bad = make_transport(f"mqtts://127.0.0.1:{b.port}", tmp_path / "s2", mqtt=tls)
     bad.start()
-    time.sleep(1.5)
+    assert wait_until(lambda: bad.link.failed_attempts >= 1 or bad.stats()["connected"], 30)  # its first attempt
     assert not bad.stats()["connected"] and bad.link.failed_attempts >= 1
     assert "certificate" in (bad.link.last_error or "").lower() or "hostname" in (bad.link.last_error or "").lower()
     bad.close(0.5)
     # no client certificate: the broker refuses the handshake
     anon = make_transport(f"mqtts://localhost:{b.port}", tmp_path / "s3", mqtt={"tls_ca": str(pki["ca"])})
     anon.start()
-    time.sleep(1.5)
+    assert wait_until(lambda: anon.link.failed_attempts >= 1 or anon.stats()["connected"], 30)
     assert not anon.stats()["connected"]
     anon.close(0.5)
 
