@@ -17,6 +17,7 @@ from agent.sources.base import Frame, Source
 from agent.sources.capture import Capture
 from tests.conftest import shared
 from tests.fakes import picamera2 as fake_picamera2
+from tests.waiting import wait_until
 
 
 def write_video(path, frames: int = 12, size=(160, 96), fps: float = 12.0) -> None:
@@ -123,6 +124,7 @@ def test_newest_frame_wins_and_skips_are_counted():
     src = Scripted(50, finite=True)
     src.live = True  # unpaced producer, consumer slower than it
     cap = Capture(src, FAST_REOPEN).start()
+    assert wait_until(lambda: cap.stats.captured >= 2, 30)  # frame 1 was replaced before anyone took it
     got = []
     while (f := cap.get(timeout=2)) is not None:
         got.append(f.index)
@@ -168,7 +170,7 @@ def test_paced_file_source_respects_native_rate(tmp_path):
 def test_stop_interrupts_a_camera_that_never_opens():
     src = Scripted(10, fail_open=10**6)
     cap = Capture(src, CaptureConfig(reopen_min_s=0.05, reopen_max_s=0.1)).start()
-    time.sleep(0.3)
+    assert wait_until(lambda: cap.stats.reopens >= 1, 30)  # it is in its reopen loop
     t = threading.Thread(target=cap.stop)
     t.start()
     t.join(3)
