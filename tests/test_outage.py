@@ -271,10 +271,10 @@ def test_sigkilled_publisher_delivers_everything_after_restart(tmp_path: Path, p
         after_stop = len(run2.submitted)  # submitted from here on, no broker could have acknowledged them
         run2.wait_submitted(after_stop + 300)
         run2.kill()
-        submitted = run1.submitted + run2.submitted
         backlog = _outbox_event_ids(state_dir)
         assert set(run2.submitted[after_stop:]) <= set(backlog)
-        assert set(backlog) <= set(submitted)
+        # what reached the outbox: a SIGKILL between a put and its "submitted" line leaves a row unprinted
+        submitted = set(run1.submitted) | set(run2.submitted) | set(backlog)
 
         # 3: broker back, node restarted without new events: the backlog is replayed, historical
         broker.start()
