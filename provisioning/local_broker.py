@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import random
 import shutil
 import socket
@@ -68,6 +70,20 @@ def wait_port(port: int, timeout: float = 10.0, alive=lambda: True) -> bool:
     return False
 
 
+def run_as_me() -> str:
+    """The ``user`` line that keeps a throw-away broker running as the account that started it.
+
+    Mosquitto started as root otherwise drops to the ``mosquitto`` account, which cannot enter a checkout or
+    temp folder that is 0700 (``/root``, ``mktemp -d``): "Unable to open acl_file" / log file. A local
+    broker on loopback for a demo, bench or test needs no privilege drop. Not root: Mosquitto ignores it.
+    """
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # an account without a passwd entry (containers): nothing to switch to
+        return ""
+    return f"user {name}\n"
+
+
 class LocalBroker:
     """``with LocalBroker(workdir) as url:`` runs ``mosquitto -c workdir/mosquitto.conf`` for the block."""
 
@@ -82,20 +98,29 @@ class LocalBroker:
 
     def config_text(self) -> str:
         """The whole mosquitto.conf; the test suite's broker overrides it for TLS, ACL and persistence."""
-        return (f"persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
+        return (f"{run_as_me()}persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
 
     def start(self, timeout: float = 10.0) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        with open(self.workdir / "mosquitto.stderr", "wb") as err:  # what it says before its log file is open
+            self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
         proc = self.proc
         if wait_port(self.port, timeout, alive=lambda: proc.poll() is None):
             return self.url
         self.stop()
-        raise EdgecamError(f"mosquitto: did not listen on 127.0.0.1:{self.port} (see {self.workdir}/mosquitto.log)")
+        raise EdgecamError(f"mosquitto: did not listen on 127.0.0.1:{self.port}: {self._last_error()}")
+
+    def _last_error(self) -> str:
+        """Mosquitto's last log line (e.g. a config file it cannot open), for the one-line error."""
+        for name in ("mosquitto.stderr", "mosquitto.log"):
+            path = self.workdir / name
+            lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+            if lines:
+                return f"{lines[-1]} ({path})"
+        return f"it wrote nothing to {self.workdir}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provisioning.local_broker import LocalBroker, find_mosquitto, free_port, wait_port
+from provisioning.local_broker import LocalBroker, find_mosquitto, free_port, run_as_me, wait_port
 
 __all__ = ["MOSQUITTO", "Broker", "free_port", "wait_port"]
 
@@ -19,7 +19,10 @@ except Exception:  # reported by the broker fixture, with how to install it
 
 
 class Broker(LocalBroker):
-    """One Mosquitto process. ``conf`` is the listener/security part; persistence is off unless it says so."""
+    """One Mosquitto process. ``conf`` is the listener/security part; persistence is off unless it says so.
+
+    It runs as the account that started it (``run_as_me``) unless ``conf`` names a ``user``.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None, conf: str = "") -> None:
         super().__init__(workdir)
@@ -29,7 +32,8 @@ class Broker(LocalBroker):
 
     def config_text(self) -> str:
         body = self.conf or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-        return f"persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\nlog_type all\n{body}"
+        user = "" if any(line.startswith("user ") for line in body.splitlines()) else run_as_me()  # tls.py sets one
+        return f"{user}persistence false\nlog_dest file {self.workdir / 'mosquitto.log'}\nlog_type all\n{body}"
 
     def start(self, timeout: float = 10.0) -> Broker:  # type: ignore[override]
         super().start(timeout)
@@ -38,3 +42,7 @@ class Broker(LocalBroker):
     def log(self) -> str:
         p = self.workdir / "mosquitto.log"
         return p.read_text() if p.exists() else ""
+
+    def subacks_to(self, client_id: str) -> int:
+        """How many SUBACKs the broker sent ``client_id``: after one, its subscriptions are in place."""
+        return self.log().count(f"Sending SUBACK to {client_id}\n")

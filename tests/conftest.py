@@ -1,4 +1,7 @@
-"""Shared fixtures: real Mosquitto, paths to ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures: real Mosquitto, started processes, paths to ../shared/data (skipped with a reason when absent).
+
+The session fails when a process a test started is still running at its end (``tests/processes.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.broker import MOSQUITTO, Broker
+from tests.processes import Processes
+from tests.processes import pytest_sessionfinish as pytest_sessionfinish  # the leftover-process check
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDGECAM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -30,3 +35,11 @@ def broker(tmp_path: Path):
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def processes():
+    """Register the processes (``Popen``, ``Broker``) a test starts; all are stopped after it, pass or fail."""
+    started = Processes()
+    yield started
+    started.stop_all()

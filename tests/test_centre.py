@@ -9,7 +9,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.contract import Event, ModelRef, ThumbRef
 from centre.receiver import Receiver
 from centre.store import Store
+from tests.waiting import wait_until
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -134,6 +134,25 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+def store_query(store: Path, sql: str) -> int:
+    """One number from the receivers' store (0 before it exists), read while they write it."""
+    if not (store / "centre.sqlite3").exists():
+        return 0
+    with sqlite3.connect(store / "centre.sqlite3", timeout=30) as con:
+        return con.execute(sql).fetchone()[0] or 0
+
+
+def stop_when(procs: list[subprocess.Popen], done, timeout: float = 60.0) -> list[tuple[str, str]]:
+    """Once ``done()`` (what was sent is in the store), SIGTERM the receivers: each prints its summary and exits.
+
+    Ending on the store's state, not on ``--until-idle``, which a loaded machine can outrun mid-test.
+    """
+    assert wait_until(done, timeout), "the receivers did not store what was sent"
+    for p in procs:
+        p.terminate()
+    return [p.communicate(timeout=60) for p in procs]
+
+
 def publisher(port: int) -> mqtt.Client:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fake-fleet", protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", port)
@@ -149,8 +168,8 @@ def summary_counts(stdout: str) -> dict[str, int]:
 
 def test_two_receivers_split_a_share_group_and_the_store_has_the_union(broker, tmp_path: Path) -> None:
     store = tmp_path / "centre"
-    procs = start_receivers([listen_cmd(broker.url, store, "--group", "g", "--until-idle", "4", "--quiet",
-                                        "--client-id", f"rx{i}") for i in range(2)])
+    procs = start_receivers([listen_cmd(broker.url, store, "--group", "g", "--quiet", "--client-id", f"rx{i}")
+                             for i in range(2)])
     try:
         pub = publisher(broker.port)
         sent: list[tuple[Event, bytes]] = []
@@ -174,7 +193,9 @@ def test_two_receivers_split_a_share_group_and_the_store_has_the_union(broker, t
             info.wait_for_publish(10)
         pub.disconnect()
         pub.loop_stop()
-        outs = [p.communicate(timeout=60) for p in procs]
+        outs = stop_when(procs, lambda: store_query(store, "SELECT SUM(deliveries) FROM events") == len(sent) + 8
+                         and store_query(store, "SELECT COUNT(*) FROM invalid") == 1
+                         and len(list((store / "thumbs").rglob("*.jpg"))) == len(sent))
     finally:
         stop(procs)
     for p, (_out, err) in zip(procs, outs, strict=True):
@@ -218,8 +239,8 @@ def test_receiver_over_mtls_with_the_centre_identity(tmp_path: Path) -> None:
     node, procs = None, []
     try:
         procs = start_receivers([listen_cmd(f"mqtts://localhost:{broker.port}", tmp_path / "store", "--group", "g",
-                                             "--until-idle", "2", "--tls-ca", str(c.ca_cert), "--tls-cert",
-                                             str(c.cert), "--tls-key", str(c.key))])
+                                             "--tls-ca", str(c.ca_cert), "--tls-cert", str(c.cert), "--tls-key",
+                                             str(c.key))])
         proc = procs[0]
         node = Client(broker.port, pki.node("cam-1"), "cam-1")
         data = jpeg(9)
@@ -227,7 +248,9 @@ def test_receiver_over_mtls_with_the_centre_identity(tmp_path: Path) -> None:
         assert node.publish(ev_topic("cam-1"), ev.model_dump_json()).value < 0x80
         assert node.publish(thumb_topic("cam-1", ev.event_id), data).value < 0x80
         assert node.publish("edgecam/v1/cam-1/state", b'{"online": true, "bd_seq": 0}', retain=True).value < 0x80
-        out, err = proc.communicate(timeout=60)
+        thumb = tmp_path / "store" / "thumbs" / "cam-1" / f"{ev.event_id}.jpg"
+        [(out, err)] = stop_when(procs, lambda: thumb.exists()
+                                 and store_query(tmp_path / "store", "SELECT COUNT(*) FROM node_status") == 1)
     finally:
         if node:
             node.close()
@@ -249,24 +272,21 @@ def test_listen_user_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_receiver_resubscribes_after_a_broker_restart(broker, tmp_path: Path) -> None:
-    procs = start_receivers([listen_cmd(broker.url, tmp_path / "s", "--group", "g", "--until-idle", "6")])
+    procs = start_receivers([listen_cmd(broker.url, tmp_path / "s", "--group", "g")])
     try:
         broker.stop()
         broker.start()  # same port; the receiver reconnects with backoff and subscribes again
         pub = publisher(broker.port)
         ev = make_event("n9", 0, 1)
-        deadline = time.monotonic() + 20
-        db = tmp_path / "s" / "centre.sqlite3"
-        # keep publishing until the receiver is back: QoS 1 to a share group with no member is just dropped
-        while time.monotonic() < deadline:
+
+        def stored() -> bool:  # QoS 1 to a share group with no member is just dropped: publish until it is back
             pub.publish(ev_topic("n9"), ev.model_dump_json(), qos=1).wait_for_publish(5)
-            with sqlite3.connect(db) as conn:
-                if conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]:
-                    break
-            time.sleep(0.3)
+            return store_query(tmp_path / "s", "SELECT COUNT(*) FROM events") > 0
+
+        assert wait_until(stored, 60, interval=0.3), "the receiver did not come back after the broker restart"
         pub.disconnect()
         pub.loop_stop()
-        out, err = procs[0].communicate(timeout=60)
+        [(out, err)] = stop_when(procs, lambda: store_query(tmp_path / "s", "SELECT COUNT(*) FROM events") > 0)
     finally:
         stop(procs)
     assert procs[0].returncode == 0, err

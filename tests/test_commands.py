@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from agent.transport.commands import CommandHandler, RecentIds
 from agent.transport.config_sync import ConfigSync
 from tests.broker import Broker
 from tests.transport_util import Subscriber, make_cfg, make_event, publish, versions
+from tests.waiting import wait_until
 
 NODE = "node-t"
 T = Topics(NODE)
@@ -274,10 +274,8 @@ def start_transport(broker: Broker, state_dir: Path, rec: Recorder) -> Transport
     t = Transport(cfg, boot_id="boot-1", versions=versions(), caps=["events"], on_command=rec.on_command,
                   config=owner)
     t.start()
-    deadline = time.monotonic() + 10
-    while not t.stats()["connected"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)  # subscriptions granted
+    # commands published before the node subscribed would go nowhere: wait for its SUBACK, not for a while
+    assert wait_until(lambda: broker.subacks_to("node-t") >= 1, 30), broker.log()[-2000:]
     return t
 
 
@@ -293,14 +291,15 @@ def test_command_roundtrip_with_mqtt5_response_topic(broker: Broker, tmp_path: P
     publish(broker.port, T.cmd_req, b'{"cmd_id": "c2", "op": "ping"}')
     publish(broker.port, T.cmd_req, b'{"cmd_id": "c2", "op": "ping"}')  # repeated: no second reply
     publish(broker.port, T.cmd_req, b'{"cmd_id": "c3", "op": "set_log_level", "args": {"level": "X"}}')
-    assert sub.wait_for(lambda: len(sub.on("/cmd/res")) >= 2 and sub.on("/replies/abc"))
-    time.sleep(0.3)
+    # a barrier: commands are answered in order, so a second reply to c2 would come before c4's
+    publish(broker.port, T.cmd_req, b'{"cmd_id": "c4", "op": "ping"}')
+    assert sub.wait_for(lambda: any(b'"c4"' in m.payload for m in sub.on("/cmd/res")) and sub.on("/replies/abc"))
     reply = sub.on("/replies/abc")[0]
     assert reply.properties.CorrelationData == b"corr-1" and reply.properties.MessageExpiryInterval > 0
     assert json.loads(reply.payload) == {"cmd_id": "c1", "status": "ok", "result": {"op": "get_config"},
                                          "error": None}
     res = [json.loads(m.payload) for m in sub.on("/cmd/res")]
-    assert [(r["cmd_id"], r["status"]) for r in res] == [("c2", "ok"), ("c3", "error")]
+    assert [(r["cmd_id"], r["status"]) for r in res] == [("c2", "ok"), ("c3", "error"), ("c4", "ok")]
     assert rec.commands == ["c1", "c3"]
     t.close()
     sub.close()
@@ -380,7 +379,12 @@ def test_retained_desired_config_is_applied_and_reported(broker: Broker, tmp_pat
     sub = Subscriber(broker.port, topic=T.config_reported)
     assert sub.wait_for(lambda: sub.on("/config/reported"))
     rep = ConfigReported.model_validate_json(sub.on("/config/reported")[0].payload)
-    assert sub.on("/config/reported")[0].retain  # retained for the centre
+    # retained for the centre: a subscriber that comes later still gets it (the first may have seen it live)
+    late = Subscriber(broker.port, topic=T.config_reported)
+    assert late.wait_for(lambda: late.on("/config/reported"))
+    assert late.on("/config/reported")[0].retain and late.on("/config/reported")[0].payload == \
+        sub.on("/config/reported")[0].payload
+    late.close()
     assert rep.status == "applied" and rep.version == 2 and rec.configs == [2]
     publish(broker.port, T.config_desired, desired(3, {"detect": {"nms_iou": 3}}), retain=True)
     assert sub.wait_for(lambda: len(sub.on("/config/reported")) >= 2)

@@ -139,7 +139,7 @@ def test_capture_reopens_after_camera_reboot(locked_camera, reference, caplog, t
     cap = Capture(src, CaptureConfig(reopen_min_s=0.2, reopen_max_s=1)).start()
     try:
         assert all(cap.get(timeout=10) is not None for _ in range(5))
-        assert cam.drop_clients(refuse_s=1.0) == 1
+        assert cam.drop_clients(refuse=1) == 1
         assert wait_until(lambda: cam.stats.plays >= 2, 20), (cam.stats, cap.stats)
         reopened_at = time.time()
         fresh: list[Frame] = []

@@ -48,13 +48,13 @@ def persistent_broker(workdir: Path, extra: str = "") -> Broker:
     """A Mosquitto that keeps sessions across ``stop()``/``start()`` (``persistence true``), not started.
 
     Used where a subscriber must not miss messages published while it reconnects after an outage: its
-    persistent session (subscription and queued QoS 1 messages) survives the broker restart. ``user root``
-    keeps a root-started broker able to write its database in the test's private temp folder.
+    persistent session (subscription and queued QoS 1 messages) survives the broker restart. It runs as the
+    test's account (``Broker``), so it can write its database in the test's private temp folder.
     """
     b = Broker(workdir)
     db = workdir / "db"
     db.mkdir(parents=True, exist_ok=True)
-    b.conf = (f"user root\nlistener {b.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+    b.conf = (f"listener {b.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
               f"persistence_location {db}/\nmax_queued_messages 100000\n{extra}")
     return b
 

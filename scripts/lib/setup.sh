@@ -29,6 +29,19 @@ ensure_mosquitto() {
   # the Debian package enables a system broker on 1883; our tests and demo start their own on free ports
 }
 
+check_local_broker() {  # after ensure_venv: can this account run a throw-away broker in a folder under $REPO?
+  local dir
+  dir="$(mktemp -d "$REPO/.broker-check.XXXXXX")"
+  if ! python -c 'import sys; from pathlib import Path; from provisioning.local_broker import LocalBroker
+b = LocalBroker(Path(sys.argv[1])); b.start(); b.stop()' "$dir" 2>"$dir/err"; then
+    echo "cannot start a local Mosquitto here, which the demo, tests and bench need:" >&2
+    tail -n 1 "$dir/err" | sed 's/^[A-Za-z_.]*Error: /  /' >&2
+    rm -rf "$dir"
+    exit 1
+  fi
+  rm -rf "$dir"
+}
+
 ensure_python() {
   local py="${PYTHON:-python3}"
   command -v "$py" >/dev/null || { say "installing python3 (apt)"; apt_install python3 python3-venv; }

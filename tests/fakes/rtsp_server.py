@@ -8,8 +8,9 @@ the RTSP connection (RFC 2326 §10.12), H.264 packetised per RFC 6184 (single NA
 paced at the clip's frame rate and looped with continuous timestamps. Each session starts at the clip's
 first (IDR) access unit.
 
-Test controls: ``drop_clients(refuse_s)`` closes every connection at once and refuses new ones for a
-while (a camera rebooting); ``stall()`` stops sending while keeping connections open (a hung camera);
+Test controls: ``drop_clients(refuse)`` closes every connection at once and refuses the next ``refuse``
+connection attempts (a camera rebooting: down until the client has tried, however long that takes);
+``stall()`` stops sending while keeping connections open (a hung camera);
 ``stats`` counts what clients did.
 """
 
@@ -204,7 +205,7 @@ class RtspServer:
         self.stats = ServerStats()
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
-        self._refuse_until = 0.0
+        self._refuse_next = 0
         self._stalled = threading.Event()
         self._server = _TcpServer((host, 0), self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -233,13 +234,14 @@ class RtspServer:
         """The stream URL with ``user:password@`` in it (as operators write them, not percent-encoded)."""
         return f"rtsp://{user}:{password}@{self.host}:{self.port}/{self.path}"
 
-    def drop_clients(self, refuse_s: float = 0.0) -> int:
-        """Close every client connection at once (a camera reboot); refuse new ones for ``refuse_s``.
+    def drop_clients(self, refuse: int = 0) -> int:
+        """Close every client connection at once (a camera reboot); refuse the next ``refuse`` connections.
 
-        Returns how many connections were dropped.
+        A count, not a time: a client slowed down by a busy machine still meets the camera down. Returns how
+        many connections were dropped.
         """
         with self._lock:
-            self._refuse_until = time.monotonic() + refuse_s
+            self._refuse_next = refuse
             conns = list(self._conns)
         for conn in conns:
             conn.close()
@@ -273,10 +275,11 @@ class RtspServer:
 
     def _accepting(self) -> bool:
         with self._lock:
-            refuse = time.monotonic() < self._refuse_until
-            if refuse:
-                self.stats.refused += 1
-            return not refuse
+            if self._refuse_next <= 0:
+                return True
+            self._refuse_next -= 1
+            self.stats.refused += 1
+            return False
 
     def _register(self, conn: _Connection, present: bool) -> None:
         with self._lock:
