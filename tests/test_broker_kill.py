@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.broker_config import BrokerFiles, config_text
+from provisioning.local_broker import run_as_me
 from tests.broker import Broker
 from tests.test_agent_outage import agent, log_of, start_centre, wait_ids
 
@@ -46,7 +47,7 @@ class KillableBroker(Broker):
         super().__init__(workdir)
         db = workdir / "db"
         db.mkdir(parents=True, exist_ok=True)
-        self.conf = f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n{generated_persistence(db)}\n"
+        self.conf = f"{run_as_me()}listener {self.port} 127.0.0.1\nallow_anonymous true\n{generated_persistence(db)}\n"
 
     def config_text(self) -> str:  # no "persistence false" in front of ours
         return f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type all\n{self.conf}"
@@ -65,16 +66,16 @@ def centre_thumbs_ok(store: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", range(RUNS))
-def test_broker_sigkills_lose_nothing_the_node_published(tmp_path: Path, run: int, monkeypatch) -> None:
+def test_broker_sigkills_lose_nothing_the_node_published(tmp_path: Path, run: int, monkeypatch, processes) -> None:
     # the node reconnects within a second of each restart, so it publishes while the centre is away
     monkeypatch.setenv("EDGECAM_MQTT__BACKOFF_MIN_S", "0.2")
     monkeypatch.setenv("EDGECAM_MQTT__BACKOFF_MAX_S", "1.0")
-    broker = KillableBroker(tmp_path / "broker").start()
+    broker = processes.adopt(KillableBroker(tmp_path / "broker").start())
     url = broker.url
     store = tmp_path / "centre"
-    centre = start_centre(url, store)  # client id centre-1, session expiry 3600 s: a persistent session
+    centre = start_centre(processes, url, store)  # client id centre-1, session expiry 3600 s: a persistent session
     summary = tmp_path / "summary.json"
-    node = agent(url, tmp_path / "state", seconds=RUN_S, summary=summary, seed=20 + run)
+    node = agent(processes, url, tmp_path / "state", seconds=RUN_S, summary=summary, seed=20 + run)
     try:
         gap = (RUN_S - 4) / KILLS
         time.sleep(4)
@@ -87,7 +88,7 @@ def test_broker_sigkills_lose_nothing_the_node_published(tmp_path: Path, run: in
             broker.start()
             if k == 2:
                 time.sleep(1.0)
-                centre = start_centre(url, store)
+                centre = start_centre(processes, url, store)
             time.sleep(max(1.0, gap - DOWN_S))
         node.wait(timeout=RUN_S + 240)
         assert node.returncode == 0, log_of(tmp_path / "state", seed=20 + run)

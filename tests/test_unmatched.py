@@ -35,8 +35,13 @@ def test_events_nobody_subscribed_to_stay_queued_until_someone_does(tmp_path: Pa
         assert st["waiting_for_subscriber"]
         sub = Subscriber(broker.port, topic=f"edgecam/v1/{NODE}/#")
         assert t.flush(30), t.stats()
-        got = [json.loads(m.payload)["event_id"] for m in sub.on("/events")]
-        assert [e for e in got if e in {ev.event_id for ev in events}][:5] == [e.event_id for e in events]
+        ids = {ev.event_id for ev in events}
+
+        def got() -> list[str]:  # acknowledged to the node first, delivered to the subscriber after
+            return [e for e in (json.loads(m.payload)["event_id"] for m in sub.on("/events")) if e in ids]
+
+        assert wait_until(lambda: len(got()) >= 5, timeout=30), got()
+        assert got()[:5] == [e.event_id for e in events]
         assert len(sub.on("/thumbs/" + events[0].event_id)) >= 1
         assert t.stats()["published"] == 5 and not t.stats()["waiting_for_subscriber"]
     finally:
