@@ -31,6 +31,9 @@ else:  # pragma: no cover - Python 3.10 (Jetson JetPack 6)
     import tomli as tomllib
 
 ENV_PREFIX = "EDGECAM_"
+#: variables with the prefix that are not config fields: the config file's path, and the scripts' and tests'
+#: own settings (a node whose unit or shell sets one must still start)
+ENV_NOT_CONFIG = frozenset({"EDGECAM_CONFIG", "EDGECAM_VENV", "EDGECAM_SHARED_DATA"})
 Point = tuple[float, float]
 
 
@@ -299,7 +302,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == "EDGECAM_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in ENV_NOT_CONFIG:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         node = out

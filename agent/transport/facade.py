@@ -235,8 +235,10 @@ class Transport:
         self._cursor = 0
         self._failures.clear()
         self._pause_until = 0.0
-        self._publish_state(online=True)
+        # subscribe before the birth: the broker handles one client's packets in order, so a centre that sees
+        # `online: true` and sends a command at once finds the node's subscription already in place
         self.link.subscribe(self.topics.subscriptions())
+        self._publish_state(online=True)
         self._more.set()
 
     def on_link_down(self) -> None:
