@@ -26,25 +26,35 @@ app = typer.Typer(
 )
 
 
+PLUGIN_GROUP = "edgecam.commands"
+#: what runs on the node; these never load the tools' command groups
+NODE_COMMANDS = frozenset({"run", "doctor", "contract"})
+
+
+def wants_tools(argv: list[str]) -> bool:
+    """Whether this invocation may need a tool's commands (anything but a node command, and help)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first not in NODE_COMMANDS
+
+
 def mount_plugins(root: typer.Typer) -> None:
     """Mount the tool command groups that other packages register (``edgecam.commands`` entry points).
 
     The node runtime never imports the tools (models, provisioning, centre, bench): each names a
-    ``register(app)`` function in ``pyproject.toml`` and is loaded here by name, so an install without a
-    tool's extras still runs the node, and a broken tool cannot stop ``edgecam run``.
+    ``register(app)`` function in ``pyproject.toml``, loaded here by name only when the command line asks for
+    something that is not a node command. A tool that fails to load (its extra missing, or a bug) costs its own
+    commands and one line on stderr, never the rest of the CLI. Mounting twice is a no-op.
     """
     from importlib.metadata import entry_points
 
+    if getattr(root, "_edgecam_plugins", False):
+        return
+    root._edgecam_plugins = True  # type: ignore[attr-defined]
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         try:
-            register = ep.load()
-        except ImportError as exc:  # a tool whose extra is not installed: the rest of the CLI still works
-            print(f"edgecam: {ep.name} commands unavailable ({exc})", file=sys.stderr)
-            continue
-        register(root)
-
-
-PLUGIN_GROUP = "edgecam.commands"
+            ep.load()(root)
+        except Exception as exc:
+            print(f"edgecam: {ep.name} commands unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _version(value: bool) -> None:
@@ -188,14 +198,14 @@ def contract(
         typer.echo(f"wrote {path}")
 
 
-mount_plugins(app)
-
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry: user errors become one line on stderr and exit 2, never a traceback.
 
     Usage errors are typer's own (exit 2); typer exits through SystemExit, which passes through.
     """
+    if wants_tools(sys.argv[1:] if argv is None else argv):
+        mount_plugins(app)
     try:
         app(args=argv, prog_name="edgecam")
     except EdgecamError as exc:

@@ -16,6 +16,7 @@ restarting onto the last-known-good config.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -98,7 +99,11 @@ class Agent:
         self.source = open_source(cfg.source, cfg.capture.decode_threads)
         if self.source.finite:
             self.source.open()  # a bad file is a one-line error now, not a retry loop later
-        self.detector = Detector(cfg.model, cfg.detect)
+        try:
+            self.detector = Detector(cfg.model, cfg.detect)
+        except BaseException:  # a trial may revert and start again in this process: give the source back
+            self.source.close()
+            raise
         self.boot_id = new_boot_id()
         self.counters = Counters()
         self.stop = threading.Event()
@@ -119,6 +124,20 @@ class Agent:
         if not self._built:
             self._build()
             self._built = True
+
+    def discard(self) -> None:
+        """Release what a start that failed has built (nothing was started): threads, outbox, source.
+
+        The reverted trial's agent holds reference cycles (its callbacks), so without this its outbox
+        connections and interpreter would live on beside the next agent's until the garbage collector ran."""
+        for name in ("lanes", "post"):
+            worker = getattr(self, name, None)
+            if worker is not None:
+                worker.stop()
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.outbox.close()
+        self.source.close()
 
     def _build(self) -> None:
         from agent.events.engine import EventEngine
@@ -494,15 +513,20 @@ def start_agent(owner: ConfigOwner, opts: RunOptions) -> Agent:
     while True:
         cfg = owner.start_config()
         logging.getLogger().setLevel(cfg.log_level)
+        agent = None
         try:
             agent = Agent(cfg, opts, owner)
             agent.build()
             return agent
         except Exception as exc:  # on trial, whatever stops the start is the trial config's failure
+            if agent is not None:
+                agent.discard()
             if not owner.running_trial:
                 raise
             why = exc if isinstance(exc, EdgecamError) else f"{type(exc).__name__}: {exc}"
             owner.revert(f"the node could not start on it: {why}")
+            del agent
+            gc.collect()  # the failed agent's interpreter goes before the next one loads (small boards)
 
 
 def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:

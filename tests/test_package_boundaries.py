@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -99,3 +101,14 @@ def test_tool_commands_are_registered_entry_points():
     assert {"model", "provisioning", "centre"} <= set(eps)
     for ep in eps.values():
         assert callable(ep.load())
+
+
+def test_edgecam_run_loads_no_tool_or_centre_module():
+    """Entry points are not imports, so the walk above cannot see them: run the CLI and look at sys.modules."""
+    code = ("import sys\nfrom agent.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'models', 'provisioning', 'centre'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    tools = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert tools.returncode == 0 and "centre" in tools.stdout and "broker-config" in tools.stdout, tools.stderr
