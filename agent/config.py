@@ -177,7 +177,8 @@ class MqttConfig(Section):
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: int = Field(30, ge=5)
     session_expiry_s: int = Field(86_400, ge=0)
-    backoff_min_s: float = Field(0.5, gt=0)
+    backoff_min_s: float = Field(0.5, gt=0, description="base of the full-jitter reconnect backoff: the n-th "
+                                 "delay is uniform in [0, min(backoff_max_s, backoff_min_s * 2^n)]")
     backoff_max_s: float = Field(30.0, gt=0)
     max_inflight: int = Field(20, ge=1)
 

@@ -84,7 +84,9 @@ class Event(Payload):
     v: Literal[1] = CONTRACT_VERSION
     event_id: str = Field(description="UUIDv7; consumers upsert by it (delivery is at least once)")
     node_id: str
-    camera_id: CameraId
+    # the node's config holds camera_id to CameraId; the payload stays as v1 published it (a plain string), so
+    # a centre on this code does not refuse events of nodes deployed before that rule
+    camera_id: str
     boot_id: str
     seq: int = Field(ge=0, description="persisted, monotonic per node")
     type: Literal["start", "update", "end"]
