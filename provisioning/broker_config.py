@@ -79,8 +79,9 @@ def acl_text(centres: list[str]) -> str:
 
 
 def loopback_acl_text() -> str:
-    """Anonymous local tools on the plain loopback listener may watch every channel, never publish."""
-    reads = [ch.filter() for ch in CHANNELS]
+    """Anonymous local tools on the plain loopback listener may watch every channel that holds no secrets
+    (a retained config document can carry a broker or camera password), and never publish."""
+    reads = [ch.filter() for ch in CHANNELS if not ch.holds_secrets]
     return "\n".join([
         "# Plain loopback listener: anonymous, read-only.",
         *(f"topic read {t}" for t in reads),

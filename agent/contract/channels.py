@@ -53,6 +53,8 @@ class Channel:
     retain: bool
     payload: type[Payload] | None  # None: raw JPEG bytes
     description: str
+    #: its payload may carry credentials (a config document's broker or camera URL): nobody anonymous reads it
+    holds_secrets: bool = False
 
     def __post_init__(self) -> None:
         for level, param in zip(self.levels, self.level_params, strict=True):
@@ -128,8 +130,8 @@ class Channel:
 
 
 def _row(key: str, template: str, pub: Iterable[str], sub: Iterable[str], qos: int, retain: bool,
-         payload: type[Payload] | None, description: str) -> Channel:
-    return Channel(key, template, frozenset(pub), frozenset(sub), qos, retain, payload, description)
+         payload: type[Payload] | None, description: str, holds_secrets: bool = False) -> Channel:
+    return Channel(key, template, frozenset(pub), frozenset(sub), qos, retain, payload, description, holds_secrets)
 
 
 CHANNELS: tuple[Channel, ...] = (
@@ -146,7 +148,7 @@ CHANNELS: tuple[Channel, ...] = (
          "Commands; MQTT 5 response topic and correlation data honoured; repeated cmd_id ignored"),
     _row("cmd_res", "{node_id}/cmd/res", {NODE}, {CENTRE}, 1, False, CommandResponse, "Command replies"),
     _row("config_desired", "{node_id}/config/desired", {CENTRE}, {NODE}, 1, True, ConfigDesired,
-         "Desired agent config"),
+         "Desired agent config", holds_secrets=True),
     _row("config_reported", "{node_id}/config/reported", {NODE}, {CENTRE}, 1, True, ConfigReported,
          "Applied config version or rejection reason"),
     # The centre may read it too: the broker grants node rights with `pattern` lines, which hold for every
