@@ -155,6 +155,26 @@ def test_rehome_keeps_rows_counters_and_the_id_sequence(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_rehome_that_cannot_put_the_copy_in_place_leaves_a_working_outbox(tmp_path: Path, monkeypatch) -> None:
+    """After the old connections closed, a failed rename (ENOSPC, EIO) must not leave the outbox unusable."""
+    path = tmp_path / "state" / "outbox.sqlite3"
+    ob = Outbox(path, 1 << 20, 3600)
+    ob.put([Item("event", "t/events", b'{"n":0}')])
+    shutil.rmtree(path.parent)
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError):
+        ob.rehome()
+    monkeypatch.undo()
+    assert (path.parent / f".{path.name}.rehome").exists()  # the rows wait beside it
+    ob.put([Item("event", "t/events", b'{"n":1}')])  # no sqlite3.ProgrammingError: the agent goes on
+    assert [r.payload for r in ob.next_rows(0, 10)] == [b'{"n":1}']
+    ob.close()
+
+
 def test_outbox_file_deleted_alone_is_put_back_with_its_rows(tmp_path: Path, caplog) -> None:
     """Only the database file goes (its -wal and -shm stay, in use): the watch notices it by identity, and
     closing the old connections (which delete ``-wal`` by name) does not touch the fresh file's WAL."""

@@ -205,7 +205,8 @@ class Outbox:
         the path and renamed into place only after the old connections are closed: closing the last one
         deletes ``<path>-wal`` by name, which must not be the fresh file's WAL. Row ids are kept and so is
         the id sequence, so the sender's cursor and its in-flight rows stay valid. Raises ``OSError`` or
-        ``sqlite3.Error`` with the old file still in use when the copy cannot be made (tried again later)."""
+        ``sqlite3.Error`` with the old file still in use when the copy cannot be made (tried again later), and
+        ``OSError`` with a file open at ``path`` when the copy cannot be put in place (it stays beside it)."""
         with self._lock, self._ck_lock:
             rows = self._w.execute(f"SELECT {ROW_COLUMNS} FROM outbox ORDER BY id").fetchall()
             meta = self._w.execute("SELECT key, value FROM meta").fetchall()
@@ -214,14 +215,20 @@ class Outbox:
             fresh = self.path.with_name(f".{self.path.name}.rehome")
             write_copy(fresh, rows, meta, last[0] if last else 0)
             self._close_connections()
-            if self.path.exists():  # replaced by some other file: keep it for inspection, do not mix
-                log.warning("outbox %s replaced under the agent: moved to %s", self.path,
-                            move_aside(self.path, self._clock(), "replaced"))
-            for suffix in ("-wal", "-shm"):  # the deleted file's, if its connections left them behind
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{self.path}{suffix}")
-            os.replace(fresh, self.path)
-            fsync_dir(self.path.parent)
+            try:
+                if self.path.exists():  # replaced by some other file: keep it for inspection, do not mix
+                    log.warning("outbox %s replaced under the agent: moved to %s", self.path,
+                                move_aside(self.path, self._clock(), "replaced"))
+                for suffix in ("-wal", "-shm"):  # the deleted file's, if its connections left them behind
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+                os.replace(fresh, self.path)
+                fsync_dir(self.path.parent)
+            except BaseException:
+                # the old connections are gone: open what is at the path now (the copy if it got there, else
+                # a new file, the copy waiting beside it), so the agent goes on writing instead of crashing
+                self._open()
+                raise
             self._open()
             return len(rows)
 
