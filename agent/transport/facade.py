@@ -110,6 +110,7 @@ class Transport:
         self._next_expire = 0.0
         self._max_payload: int | None = None
         self._closed = False
+        self._report_lock = threading.RLock()  # see on_message and _publish_report
         self.health_published = 0
 
     # ------------------------------------------------------------ pipeline API
@@ -352,14 +353,22 @@ class Transport:
             if reply is not None:
                 self._send_reply(reply)
         elif msg.topic == self.topics.config_desired:
-            report = self.config_sync.handle(msg.payload)
-            if report is not None:
-                self._publish_report(report)
+            # decided and published under one lock: a commit on the main thread (whose report takes the same
+            # lock) cannot slip between this thread's decision and its publish and be overwritten by it
+            with self._report_lock:
+                report = self.config_sync.handle(msg.payload)
+                if report is not None:
+                    self._publish_report(report)
         elif msg.topic == Topics.centre_state:
             self._on_centre_state(msg)
 
     def _publish_report(self, report: ConfigReported) -> None:
-        """Retained, so the centre sees the outcome of its newest document whenever it looks."""
+        """Retained, so the centre sees the outcome of its newest document whenever it looks; reports go out
+        in the order the config owner decided them (``_report_lock``, re-entrant for the MQTT thread)."""
+        with self._report_lock:
+            self._publish_report_now(report)
+
+    def _publish_report_now(self, report: ConfigReported) -> None:
         mid = self.link.publish(self.topics.config_reported, report.model_dump_json().encode(), qos=1, retain=True)
         if mid is None:  # the retained config/desired comes again on the next connection, and so does this
             log.info("config/reported v%d %s: not published (not connected)", report.version, report.status)
