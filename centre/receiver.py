@@ -14,7 +14,6 @@ import logging
 import signal
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from agent.config import format_validation_error
 from agent.contract import BY_KEY, CENTRE, Channel, Event, match_topic, node_id_problem
 from centre.limits import REFUSED, ThumbLimits
 from centre.mqtt import MqttOptions, connect_blocking, make_client
+from centre.stats import Stats
 from centre.store import Store
 from centre.view import EventView
 
@@ -57,27 +57,6 @@ def subscriptions(group: str) -> list[tuple[str, int]]:
         shared = f"$share/{group}/" if group and key in SHARED else ""
         subs.append((shared + ch.filter(), ch.qos))
     return subs
-
-
-@dataclass
-class Stats:
-    """What this receiver process saw (the store holds the union of all receivers)."""
-
-    events: int = 0
-    duplicates: int = 0
-    thumbnails: int = 0
-    thumbs_pending: int = 0
-    thumbs_bad: int = 0
-    thumbs_refused: int = 0
-    status: int = 0
-    invalid: int = 0
-    errors: int = 0
-    event_ids: set[str] = field(default_factory=set)
-    tracks: set[tuple[str, str, str, int]] = field(default_factory=set)
-
-    def line(self) -> str:
-        return (f"summary: events={self.events} unique_event_ids={len(self.event_ids)} tracks={len(self.tracks)} "
-                f"thumbnails={self.thumbnails} invalid={self.invalid}")
 
 
 class Receiver:

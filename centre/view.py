@@ -12,7 +12,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from agent.contract import Event
-    from centre.receiver import Stats
+    from centre.stats import Stats
 
 THUMB_MARK = {"ok": "[green]ok[/]", "pending": "[yellow]wait[/]", "mismatch": "[red]BAD[/]", None: "-"}
 TYPE_STYLE = {"start": "green", "update": "cyan", "end": "magenta"}
