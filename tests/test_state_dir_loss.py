@@ -48,9 +48,11 @@ def _events(sub: Subscriber) -> dict[str, dict]:
 
 
 def _unsent_events(outbox: Path) -> int:
+    """Events submitted while the link was down (``late``): unlike rows sent just before the broker stopped,
+    whose PUBACK may still be on its way to being applied, nobody can have these until the link is back."""
     try:
         with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as con:
-            return con.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'event'").fetchone()[0]
+            return con.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'event' AND late = 1").fetchone()[0]
     except sqlite3.Error:
         return 0
 
