@@ -8,6 +8,7 @@ kill it mid-run and start it again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -63,6 +64,10 @@ def versions() -> Versions:
     return Versions(agent="test", model="demo@0")
 
 
+#: how often Subscriber.wait_for re-reads its predicate at most
+PREDICATE_EVERY_S = 0.1
+
+
 class Subscriber:
     """A paho client that subscribes to ``topic`` on every (re)connect and records every message.
 
@@ -72,7 +77,8 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str = "edgecam/#", persistent: bool = False, client_id: str = "") -> None:
         self.messages: list[mqtt.MQTTMessage] = []
-        self.cond = threading.Condition()
+        self._events: list[dict[str, Any]] = []  # parsed once, on arrival (see wait_for)
+        self._lock = threading.Lock()
         self.topic = topic
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{uuid7()[-12:]}",
                                   protocol=mqtt.MQTTv5)
@@ -95,25 +101,36 @@ class Subscriber:
             self.subscribed.set()
 
     def _on_message(self, _c, _ud, msg: mqtt.MQTTMessage) -> None:
-        with self.cond:
+        event = None
+        if msg.topic.endswith("/events"):
+            with contextlib.suppress(ValueError):  # a test's own garbage is still recorded in ``messages``
+                event = json.loads(msg.payload)
+        with self._lock:
             self.messages.append(msg)
-            self.cond.notify_all()
+            if event is not None:
+                self._events.append(event)
 
     def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
-        with self.cond:
+        with self._lock:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(m.payload) for m in self.on("/events")]
+        with self._lock:
+            return list(self._events)
 
     def wait_for(self, predicate, timeout: float = 20.0) -> bool:
+        """Poll ``predicate`` until true, at most every ``PREDICATE_EVERY_S``.
+
+        The subscriber runs in the node's process: a predicate re-read on every one of thousands of
+        messages would take the interpreter lock from the transport under test and slow its delivery
+        to a crawl on a loaded machine (a 60 s outage's backlog then did not drain in 60 s).
+        """
         deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 0.2))
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, PREDICATE_EVERY_S))
         return True
 
     def close(self) -> None:
