@@ -226,6 +226,28 @@ class TrialConfig(Section):
     max_starts: int = Field(3, ge=1, description="starts allowed during one trial; more is a crash loop")
 
 
+class OtaConfig(Section):
+    """Over-the-air updates from a TUF repository (docs/OTA.md); off while ``repo_url`` is unset.
+
+    Read by ``edgecam ota check`` (its own process, started by the timer and on an ``ota/job`` nudge) and by the
+    supervisor; local only: it names what the node trusts to run, which no config from elsewhere may change."""
+
+    repo_url: str | None = Field(None, pattern=r"^https?://[^\s]+$", description="base URL of the release "
+                                 "repository (REPO/metadata and REPO/targets beneath it); https in production, "
+                                 "fetched with the node's own client certificate")
+    channel: str = Field("stable", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    root: Path | None = Field(None, description="the trusted root installed at provisioning "
+                              "(REPO/metadata/1.root.json); default STATE_DIR/ota/root.json")
+    check_interval_s: float = Field(6 * 3600, ge=10, description="poll period (the centre can also nudge on "
+                                    "ota/job or the fleet/releases announcement)")
+    trial_s: float = Field(300, ge=5, description="a switched release must run healthily this long before it is "
+                           "committed; the supervisor reverts it otherwise")
+    device_type: str = Field("generic", min_length=1, max_length=64, description="matched against a release's "
+                             "device types (e.g. rpi4, rpi5, jetson-orin)")
+    disk_reserve_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space a download and install must "
+                                    "leave on the state disk")
+
+
 #: ``json_schema_extra`` of an ``AgentConfig`` field that is read once at start: a change restarts the agent
 RESTART = {"restart": True}
 
@@ -249,12 +271,14 @@ class AgentConfig(Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, json_schema_extra=RESTART)
     health: HealthConfig = Field(default_factory=HealthConfig)
     trial: TrialConfig = Field(default_factory=TrialConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig, json_schema_extra=RESTART)
 
     #: fields config/desired may not change, and why (the rejection names the field and says this)
     LOCAL_ONLY: ClassVar[dict[str, str]] = {
         "node_id": "it is the node's identity (certificate, client id, topics)",
         "state_dir": "it is where the node keeps its state",
         "trial": "it guards the node against a bad config from the centre",
+        "ota": "it names the update repository and trust root the node runs code from",
     }
 
     @classmethod

@@ -201,3 +201,25 @@ class ConfigReported(Payload):
 class CentreState(Payload):
     online: bool
     ts: UtcTime | None = None
+
+
+class OtaProgress(Payload):
+    bytes: int = Field(ge=0, description="bytes of the release's parts on the node so far")
+    total: int = Field(ge=0, description="bytes of the parts this release needs downloaded")
+
+
+class OtaStatus(Payload):
+    """Retained ``ota/status``: the step an update is at, and why when it stopped.
+
+    Trust never comes from this message or from ``ota/job``: the node decides from the TUF metadata alone.
+    ``refused``: nothing was installed (``error`` says why: a signature, an expiry, a downgrade, the device
+    type, the disk); ``rolled_back``: a switched release failed its trial and the previous one runs again.
+    ``waiting``: a release exists but this node is not (yet) in its rollout share; ``current``: up to date."""
+
+    release: int | None = Field(None, description="the release this status is about")
+    state: Literal["checking", "downloading", "verifying", "installing", "trial", "committed", "rolled_back",
+                   "refused", "waiting", "current"]
+    progress: OtaProgress | None = None
+    error: str | None = None
+    running: int | None = Field(None, description="the committed release the node runs (None: as provisioned)")
+    ts: UtcTime | None = None

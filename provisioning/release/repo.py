@@ -10,6 +10,7 @@ static file server can serve ``REPO`` as is. ``REPO/metadata/1.root.json`` is th
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ class ReleaseRepo:
         root = self.md["root"].signed
         if role not in root.roles:
             raise RepoError(f"--role {role}: not a role of this repository")
-        self._previous_root = Root.from_dict(root.to_dict())
+        self._previous_root = copy.deepcopy(root)  # to_dict() shares the keyids lists with the original
         old = root.roles[role].keyids[0]
         new = self.keys.generate(role).public_key
         root.add_key(new, role)
