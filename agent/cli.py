@@ -28,7 +28,7 @@ app = typer.Typer(
 
 PLUGIN_GROUP = "edgecam.commands"
 #: what runs on the node; these never load the tools' command groups
-NODE_COMMANDS = frozenset({"run", "doctor", "contract"})
+NODE_COMMANDS = frozenset({"run", "doctor", "contract", "ota"})
 
 
 def wants_tools(argv: list[str]) -> bool:
@@ -197,6 +197,15 @@ def contract(
     for path in write_docs(out):
         typer.echo(f"wrote {path}")
 
+
+def _mount_ota() -> None:
+    """``edgecam ota …`` is a node command group (its module imports tuf only inside commands)."""
+    from agent.ota.cli import register
+
+    register(app)
+
+
+_mount_ota()
 
 
 def main(argv: list[str] | None = None) -> int:

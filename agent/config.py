@@ -246,6 +246,9 @@ class OtaConfig(Section):
                              "device types (e.g. rpi4, rpi5, jetson-orin)")
     disk_reserve_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space a download and install must "
                                     "leave on the state disk")
+    require_clock_sync: bool = Field(True, description="check only while the kernel says the clock is "
+                                     "synchronised (NTP); false only where the clock is kept by means the kernel "
+                                     "cannot see (the durable time floor still applies)")
 
 
 #: ``json_schema_extra`` of an ``AgentConfig`` field that is read once at start: a change restarts the agent

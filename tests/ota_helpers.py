@@ -101,3 +101,52 @@ def add_full_release(repo: ReleaseRepo, tmp: Path, release: int, channel: str = 
 def tar_names(data: bytes) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return tar.getnames()
+
+
+FAKE_AGENT = '''"""A stand-in agent release for OTA tests: does what MODE says, reports health as the real one does."""
+import json, os, sys, time
+MODE = {mode!r}
+
+def main():
+    state_dir = os.environ["EDGECAM_TEST_STATE_DIR"]
+    ota = os.path.join(state_dir, "ota")
+    release = int(os.path.basename(os.readlink(os.path.join(ota, "current")))[1:])
+    if MODE == "crash":
+        print("fake agent: crashing at start", file=sys.stderr)
+        sys.exit(3)
+    health = {{"release": release, "healthy_since": time.time() if MODE == "healthy" else None,
+               "reason": None if MODE == "healthy" else "broker mqtt://127.0.0.1:1 not connected"}}
+    tmp = os.path.join(ota, ".health.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(health, fh)
+    os.replace(tmp, os.path.join(ota, "health.json"))
+    print("fake agent", {version!r}, MODE, "release", release)
+'''
+
+
+def fake_agent_wheel(folder: Path, version: str, mode: str) -> Path:
+    """A real, installable wheel named edgecam (console script ``edgecam``) whose agent does ``mode``."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"edgecam-{version}.dist-info"
+    files = {
+        "fakeagent.py": FAKE_AGENT.format(mode=mode, version=version),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: edgecam\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": "[console_scripts]\nedgecam = fakeagent:main\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    path = folder / f"edgecam-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            zf.writestr(info, text)
+    return folder

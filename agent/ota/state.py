@@ -30,6 +30,9 @@ class TrialState(BaseModel):
 class OtaState(BaseModel):
     running: int | None = Field(None, description="the committed release (None: the provisioned install)")
     parts: dict[PartKind, PartRef] = Field(default_factory=dict, description="parts of the committed release")
+    before: int | None = Field(None, description="the release committed before ``running`` (kept for a manual "
+                               "rollback)")
+    before_parts: dict[PartKind, PartRef] = Field(default_factory=dict)
     trial: TrialState | None = None
     trial_parts: dict[PartKind, PartRef] = Field(default_factory=dict)
     failed: dict[int, str] = Field(default_factory=dict, description="release → why its trial failed")

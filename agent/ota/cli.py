@@ -1,0 +1,84 @@
+"""``edgecam ota …`` on the node: status, check, rollback, and the supervisor's entry points for the units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+ota_app = typer.Typer(help="Over-the-air updates of this node (TUF; docs/OTA.md).", no_args_is_help=True)
+
+STATE_HELP = "The node's state dir (overrides the config's state_dir)."
+
+
+def _node(config: Path | None, state_dir: Path | None):
+    from agent.config import load_config
+    from agent.ota.node import NodeOta
+
+    return NodeOta(load_config(config, {"state_dir": state_dir} if state_dir else {}))
+
+
+@ota_app.command("status")
+def ota_status(
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+) -> None:
+    """The running and trial releases, failed ones, and the last status (JSON)."""
+    from agent.ota.install import link_release
+    from agent.ota.state import OtaState, StatusFile
+
+    node = _node(config, state_dir)
+    state = OtaState.load(node.paths.state)
+    last = StatusFile.read(node.paths.status)
+    typer.echo(json.dumps({
+        "running": state.running, "current": link_release(node.paths.current),
+        "trial": state.trial.model_dump() if state.trial else None,
+        "failed": state.failed, "versions": {k: v.version for k, v in state.parts.items()},
+        "status": last.model_dump(mode="json", exclude_none=True) if last else None,
+    }, indent=1))
+
+
+@ota_app.command("check")
+def ota_check(
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+    download_only: bool = typer.Option(False, "--download-only", help="Verify and download, install nothing."),
+) -> None:
+    """Check the channel now; a due release is downloaded, verified, installed and switched to for a trial."""
+    status = _node(config, state_dir).check(install=not download_only)
+    typer.echo(status.state)
+    if status.error:
+        typer.echo(f"edgecam: ota: {status.state}: {status.error}", err=True)
+    if status.state == "refused":
+        raise typer.Exit(1)
+
+
+@ota_app.command("rollback")
+def ota_rollback(
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+) -> None:
+    """Go back to the release before (a trial is ended; a committed release is marked failed)."""
+    running = _node(config, state_dir).rollback()
+    typer.echo(f"running release {running}" if running is not None else "running the provisioned install")
+
+
+@ota_app.command("supervise")
+def ota_supervise(
+    event: str = typer.Argument("tick", help="start (ExecStartPre), failure (OnFailure=), tick (timer), boot."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+) -> None:
+    """The supervisor's decision for one event (run by the units; reverts a failed trial, commits a good one)."""
+    from agent.errors import EdgecamError
+
+    sup = _node(config, state_dir).supervisor()
+    actions = {"start": sup.on_start, "failure": sup.on_failure, "tick": sup.tick, "boot": sup.tick}
+    if event not in actions:
+        raise EdgecamError(f"supervise {event!r}: one of {', '.join(actions)}")
+    typer.echo(actions[event]())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ota_app, name="ota")
