@@ -16,6 +16,7 @@ SCHEMA_MODELS = sorted({ch.payload for ch in c.CHANNELS if ch.payload is not Non
 PARAMETERS = {
     "node_id": f"node id: matches {c.NODE_ID_PATTERN}, not one of {', '.join(sorted(c.RESERVED_NODE_IDS))}",
     "event_id": "the event_id of the event whose thumb this is",
+    "channel": "an OTA release channel (stable, beta, …): 1-32 of a-z, 0-9, '_' and '-'",
 }
 
 

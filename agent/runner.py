@@ -150,11 +150,15 @@ class Agent:
         cfg = self.cfg
         self.engine = EventEngine(cfg, boot_id=self.boot_id, model=self.detector.model_ref)
         self.gate = MotionGate(cfg.motion)
-        versions = Versions(agent=__version__, model=f"{self.detector.model_ref.name}@{self.detector.sha256[:12]}")
+        from agent.ota.runtime import OtaRuntime
+
+        self.ota = OtaRuntime(cfg, self.opts.config_path)
+        versions = Versions(agent=__version__, model=f"{self.detector.model_ref.name}@{self.detector.sha256[:12]}",
+                            **self.ota.versions())
         caps = ["events", "thumbs", "snapshot", "config", f"model:{self.detector.layout.kind}",
                 f"source:{cfg.source.kind}"]
         self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
-                                   on_command=self._on_command, config=self.owner)
+                                   on_command=self._on_command, config=self.owner, on_ota_nudge=self.ota.nudge)
         # one multi-threaded interpreter leaves short idle gaps on every core and stalls whenever one of its
         # threads loses its core: capture and post-processing stay out of its way (a nicer capture thread,
         # an idle-class post thread). Single-thread interpreters side by side leave no gaps and do not
@@ -244,6 +248,19 @@ class Agent:
             self.owner.revert(f"not healthy within its trial window ({self.cfg.trial.window_s:g} s): {missing}")
             # unsent events stay in the outbox for the next start: no waiting for a broker this config never reached
             self.flush_on_exit = False
+            self._restart()
+
+    def _watch_ota(self) -> None:
+        """OTA duties (agent.ota.runtime); a switch of the ``current`` release restarts the agent onto it."""
+        if self.stop.is_set():
+            return
+        try:
+            switched = self.ota.poll(self._not_yet_healthy(), self.transport.publish_ota_status)
+        except Exception as exc:  # OTA bookkeeping must not stop the pipeline
+            log.warning("ota: %s", exc)
+            return
+        if switched:
+            log.info("ota: release changed from %s; restarting onto it", self.ota.release)
             self._restart()
 
     def _not_yet_healthy(self) -> str | None:
@@ -360,6 +377,7 @@ class Agent:
             self._budget_seen = budget
             self.post.submit(self.engine.set_thumb_budget, min(self.cfg.thumbnails.max_bytes, budget))
         self._watch_trial()
+        self._watch_ota()
         if self.transport.health_due(now):
             self._check_state_dir()
             try:
@@ -430,6 +448,7 @@ class Agent:
                         self.transport.stats().get("outbox_depth"))
         self._check_state_dir()  # deleted during the flush: what is unsent must not go with it
         self.transport.close()
+        self.ota.close()
         if self.opts.summary_json:
             write_summary(self.opts.summary_json, self)
         if self.failed:
@@ -533,7 +552,9 @@ def run_agent(cfg: AgentConfig, opts: RunOptions) -> int:
     """Run the node on ``cfg`` (the local layers) ⊕ the centre's persisted document; the exit code."""
     setup_logging(cfg.log_level)
     os.umask(0o077)  # every state file this process writes (outbox, seq, cmd ids, config) is private
-    agent = start_agent(ConfigOwner(cfg), opts)
+    from agent.ota.runtime import apply_release
+
+    agent = start_agent(ConfigOwner(apply_release(cfg)), opts)
 
     def _stop(signum, _frame) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)

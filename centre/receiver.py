@@ -30,7 +30,7 @@ from centre.view import EventView
 log = logging.getLogger("edgecam.centre")
 
 #: channels the receiver stores their latest message of, per node (the store's ``kind`` is the topic tail)
-STATUS_CHANNELS = ("state", "health", "cmd_res", "config_reported")
+STATUS_CHANNELS = ("state", "health", "cmd_res", "config_reported", "ota_status")
 #: everything the receiver consumes; its subscriptions are these rows of the channel table
 CONSUMED = ("events", "thumbs", *STATUS_CHANNELS)
 #: the heavy streams go through a shared subscription so several receivers split them

@@ -69,7 +69,7 @@ def test_acl_grants_exactly_what_the_asyncapi_document_publishes() -> None:
             assert ("read", f"$share/+/{centre_form}") in centre
             covered.add(("read", f"$share/+/{centre_form}"))
     assert patterns <= covered and centre <= covered
-    assert not [t for _a, t in patterns | centre if "/ota/" in t or "/fleet/" in t or "/enrol/" in t]
+    assert not [t for _a, t in patterns | centre if "/enrol/" in t]
 
 
 def test_loopback_acl_reads_every_channel_without_secrets_and_writes_nothing() -> None:
@@ -93,7 +93,7 @@ def test_asyncapi_channels_are_the_table_rows() -> None:
         assert (op["bindings"]["mqtt"]["qos"], op["bindings"]["mqtt"]["retain"]) == (row.qos, row.retain)
     assert len(doc["operations"]) == len(CHANNELS)
     messages = doc["components"]["messages"]
-    assert "OtaJob" not in messages and "OtaStatus" not in messages
+    assert {"OtaJob", "OtaStatus", "ReleaseAnnouncement"} <= set(messages)
 
 
 def test_centre_subscribes_to_exactly_what_nodes_send_it() -> None:
@@ -119,7 +119,8 @@ def test_node_subscribes_to_exactly_the_centre_to_node_channels() -> None:
                 if CENTRE in ch["x-edgecam-publishers"] and NODE in ch["x-edgecam-subscribers"]}
     subs = Topics("node-a").subscriptions()
     assert {f for f, _ in subs} == to_nodes == {"edgecam/v1/node-a/cmd/req", "edgecam/v1/node-a/config/desired",
-                                                "edgecam/v1/centre/state"}
+                                                "edgecam/v1/centre/state", "edgecam/v1/node-a/ota/job",
+                                                "edgecam/v1/fleet/releases/+"}
     assert {f for f, _ in subs} == {t.replace("%u", "node-a") for a, t in patterns if a == "read"}
 
 
@@ -129,7 +130,8 @@ def test_topics_are_the_table_addresses() -> None:
         "edgecam/v1/cam-7/state", "edgecam/v1/cam-7/events", "edgecam/v1/cam-7/cmd/req",
         "edgecam/v1/cam-7/config/desired")
     assert t.thumbs("e-1") == "edgecam/v1/cam-7/thumbs/e-1" and Topics.centre_state == "edgecam/v1/centre/state"
-    assert not hasattr(t, "ota_job") and not hasattr(t, "ota_status") and not hasattr(Topics, "fleet_release")
+    assert (t.ota_job, t.ota_status, Topics.fleet_releases("beta")) == (
+        "edgecam/v1/cam-7/ota/job", "edgecam/v1/cam-7/ota/status", "edgecam/v1/fleet/releases/beta")
     with pytest.raises(ValueError, match="event_id"):
         t.thumbs("a/b")
     for ch in CHANNELS:
@@ -138,7 +140,7 @@ def test_topics_are_the_table_addresses() -> None:
 
 
 def test_reserved_node_ids_cover_every_non_node_level() -> None:
-    assert non_node_levels() == {"centre"} <= RESERVED_NODE_IDS
+    assert non_node_levels() == {"centre", "fleet"} <= RESERVED_NODE_IDS
     assert sorted(RESERVED_NODE_IDS) == ["centre", "enrol", "fleet"]
     assert match_topic("edgecam/v1/centre/state")[0].key == "centre_state"  # not node "centre"'s state
 
@@ -157,18 +159,19 @@ def test_receiver_consumes_every_channel_it_subscribes_to(tmp_path: Path) -> Non
         "health": b'{"ts": "2026-01-01T00:00:00Z", "uptime_s": 1, "fps": 2, "clock_synced": true}',
         "cmd_res": b'{"cmd_id": "c1", "status": "ok"}',
         "config_reported": b'{"version": 1, "status": "applied"}',
+        "ota_status": b'{"release": 2, "state": "refused", "error": "wrong device type"}',
     }
     by_filter = {ch.filter(): ch for ch in CHANNELS}
     with Store(tmp_path / "store", receiver="r1") as store:
         rx = Receiver(store)
         for f, _qos in subscriptions("g"):
             ch = by_filter[re.sub(r"^\$share/g/", "", f)]
-            rx.handle(ch.topic(node_id="cam-1", event_id=ev.event_id), samples.pop(ch.key))
+            rx.handle(ch.topic(node_id="cam-1", event_id=ev.event_id, channel="stable"), samples.pop(ch.key))
         assert samples == {} and rx.stats.invalid == 0
-        assert (rx.stats.events, rx.stats.thumbnails, rx.stats.status) == (1, 1, 4)
+        assert (rx.stats.events, rx.stats.thumbnails, rx.stats.status) == (1, 1, 5)
         rx.handle("edgecam/v1/centre/state", b'{"online": true}')
-        assert rx.stats.invalid == 0 and rx.stats.status == 4
+        assert rx.stats.invalid == 0 and rx.stats.status == 5
         for topic in ("edgecam/v1/fleet/state", "edgecam/v1/enrol/health", "edgecam/v1/-x/state",
-                      "edgecam/v1/cam-1/ota/status"):
+                      "edgecam/v1/cam-1/ota/bogus"):
             rx.handle(topic, b'{"online": true, "bd_seq": 1}')
-        assert rx.stats.invalid == 4 and rx.stats.status == 4
+        assert rx.stats.invalid == 4 and rx.stats.status == 5

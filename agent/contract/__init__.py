@@ -35,8 +35,12 @@ from agent.contract.payloads import (
     Event,
     Health,
     ModelRef,
+    OtaJob,
+    OtaProgress,
+    OtaStatus,
     OutboxRecovered,
     Payload,
+    ReleaseAnnouncement,
     State,
     ThumbRef,
     UtcTime,
@@ -48,7 +52,7 @@ from agent.contract.payloads import (
 __all__ = [
     "BY_KEY", "CENTRE", "CHANNELS", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN", "RESERVED_NODE_IDS",
     "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired",
-    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "State",
-    "ThumbRef", "Topics", "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic",
-    "node_id_problem", "publishes", "subscribes", "utc_now",
+    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OtaJob", "OtaProgress", "OtaStatus",
+    "OutboxRecovered", "Payload", "ReleaseAnnouncement", "State", "ThumbRef", "Topics", "UtcTime", "Versions",
+    "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes", "subscribes", "utc_now",
 ]

@@ -26,7 +26,10 @@ from agent.contract.payloads import (
     ConfigReported,
     Event,
     Health,
+    OtaJob,
+    OtaStatus,
     Payload,
+    ReleaseAnnouncement,
     State,
 )
 
@@ -151,6 +154,14 @@ CHANNELS: tuple[Channel, ...] = (
          "Desired agent config", holds_secrets=True),
     _row("config_reported", "{node_id}/config/reported", {NODE}, {CENTRE}, 1, True, ConfigReported,
          "Applied config version or rejection reason"),
+    _row("ota_job", "{node_id}/ota/job", {CENTRE}, {NODE}, 1, True, OtaJob,
+         "A nudge to check the node's OTA channel now; trust comes from the TUF metadata, never from this message"),
+    _row("ota_status", "{node_id}/ota/status", {NODE}, {CENTRE}, 1, True, OtaStatus,
+         "Each step of an over-the-air update (checking, downloading with bytes, verifying, installing, trial, "
+         "committed, rolled_back, refused with the reason)"),
+    _row("fleet_releases", "fleet/releases/{channel}", {CENTRE}, {NODE, CENTRE}, 1, True, ReleaseAnnouncement,
+         "The channel's newest release and TUF timestamp version (nodes read it as a nudge to check; only the "
+         "centre writes)"),
     # The centre may read it too: the broker grants node rights with `pattern` lines, which hold for every
     # identity on the listener, so the table says what the ACL really allows.
     _row("centre_state", "centre/state", {CENTRE}, {NODE, CENTRE}, 1, True, CentreState,

@@ -108,6 +108,8 @@ class Event(Payload):
 class Versions(Payload):
     agent: str
     model: str | None = None
+    config: str | None = Field(None, description="the OTA release whose config layer the node runs (r{N})")
+    release: int | None = Field(None, description="the OTA release the node runs (None: as provisioned)")
 
 
 class State(Payload):
@@ -222,4 +224,24 @@ class OtaStatus(Payload):
     progress: OtaProgress | None = None
     error: str | None = None
     running: int | None = Field(None, description="the committed release the node runs (None: as provisioned)")
+    ts: UtcTime | None = None
+
+
+class OtaJob(Payload):
+    """Retained ``ota/job``: a nudge to check a channel now. It carries no trust: the node decides from the TUF
+    metadata alone, and only checks its own configured channel (a different ``channel`` here is ignored)."""
+
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    ts: UtcTime | None = None
+
+
+class ReleaseAnnouncement(Payload):
+    """Retained ``fleet/releases/{channel}``: the channel's newest release and TUF timestamp version.
+
+    A hint that saves a poll; nodes verify everything through TUF and ignore what this says beyond 'look now'."""
+
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    release: int = Field(ge=1)
+    timestamp_version: int = Field(ge=1)
+    percent: int = Field(ge=0, le=100)
     ts: UtcTime | None = None

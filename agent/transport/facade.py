@@ -29,7 +29,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.backoff import Backoff
 from agent.config import AgentConfig
 from agent.config_owner import ConfigOwner
-from agent.contract import CentreState, CommandRequest, ConfigReported, Event, Health, State, Topics, Versions, utc_now
+from agent.contract import (
+    BY_KEY,
+    CentreState,
+    CommandRequest,
+    ConfigReported,
+    Event,
+    Health,
+    OtaJob,
+    OtaStatus,
+    ReleaseAnnouncement,
+    State,
+    Topics,
+    Versions,
+    utc_now,
+)
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
 from agent.transport.mqtt_client import MqttLink
@@ -81,7 +95,7 @@ class Transport:
 
     def __init__(self, cfg: AgentConfig, *, boot_id: str, versions: Versions, caps: list[str],
                  on_command: Callable[[CommandRequest], Any] | None = None,
-                 config: ConfigOwner | None = None) -> None:
+                 config: ConfigOwner | None = None, on_ota_nudge: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.boot_id = boot_id
         self.versions = versions
@@ -93,6 +107,7 @@ class Transport:
         self.commands = CommandHandler(self.topics, boot_id, on_command, RecentIds(state_dir / CMD_IDS_FILE))
         self.config = config or ConfigOwner(cfg)
         self.config_sync = ConfigSync(self.config)
+        self.on_ota_nudge = on_ota_nudge
         self.health_period_s = cfg.health.period_s
         self._next_health = math.inf
         self.link = MqttLink(cfg.mqtt, cfg.node_id, self)
@@ -361,6 +376,26 @@ class Transport:
                     self._publish_report(report)
         elif msg.topic == Topics.centre_state:
             self._on_centre_state(msg)
+        elif msg.topic == self.topics.ota_job or BY_KEY["fleet_releases"].match(msg.topic) is not None:
+            self._on_ota_nudge(msg)
+
+    def _on_ota_nudge(self, msg: mqtt.MQTTMessage) -> None:
+        """``ota/job`` or a ``fleet/releases`` announcement: check now. Nothing in it is trusted but "look"."""
+        if not msg.payload:
+            return
+        model = OtaJob if msg.topic == self.topics.ota_job else ReleaseAnnouncement
+        try:
+            channel = model.model_validate_json(msg.payload).channel
+        except ValueError:
+            log.info("%s: invalid payload ignored", msg.topic)
+            return
+        if self.on_ota_nudge is not None:
+            self.on_ota_nudge(channel)
+
+    def publish_ota_status(self, status: OtaStatus) -> bool:
+        """Retained ``ota/status``; False when not connected (the caller offers it again)."""
+        return self.link.publish(self.topics.ota_status, status.model_dump_json(exclude_none=True).encode(),
+                                 qos=1, retain=True) is not None
 
     def _publish_report(self, report: ConfigReported) -> None:
         """Retained, so the centre sees the outcome of its newest document whenever it looks; reports go out
