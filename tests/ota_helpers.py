@@ -108,7 +108,7 @@ import json, os, sys, time
 MODE = {mode!r}
 
 def main():
-    state_dir = os.environ["EDGECAM_TEST_STATE_DIR"]
+    state_dir = os.environ["OTA_FAKE_AGENT_STATE_DIR"]
     ota = os.path.join(state_dir, "ota")
     release = int(os.path.basename(os.readlink(os.path.join(ota, "current")))[1:])
     if MODE == "crash":

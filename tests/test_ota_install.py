@@ -79,7 +79,7 @@ def run_agent(state: Path) -> subprocess.CompletedProcess:
     """What the agent unit's ExecStart runs: the current release's own edgecam."""
     exe = state / "ota" / "current" / "agent" / "venv" / "bin" / "edgecam"
     return subprocess.run([str(exe), "run"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "EDGECAM_TEST_STATE_DIR": str(state)})
+                          env={**os.environ, "OTA_FAKE_AGENT_STATE_DIR": str(state)})
 
 
 def test_install_trial_commit_then_a_model_and_config_release_reuses_the_agent(tmp_path: Path, setup) -> None:
@@ -231,3 +231,13 @@ def test_supervisor_logic_without_processes(tmp_path: Path) -> None:
     assert sup.tick() == "running" and sup.on_start() == "running" and sup.on_failure() == "running"
     cfg = AgentConfig(state_dir=tmp_path)
     assert NodeOta(cfg).paths.dir == paths.dir
+
+
+def test_exec_runs_the_current_release_or_the_provisioned_install(tmp_path: Path, setup) -> None:
+    repo, cfg, state = setup
+    r = edgecam("ota", "exec", "--config", str(cfg), "--", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("edgecam ")  # no release: this install
+    release(repo, tmp_path, 1)
+    assert edgecam("ota", "check", "--config", str(cfg)).stdout.strip() == "trial"
+    r = edgecam("ota", "exec", "--config", str(cfg), "--", "run", env={"OTA_FAKE_AGENT_STATE_DIR": str(state)})
+    assert r.returncode == 0 and "fake agent 0.1.0 healthy release 1" in r.stdout

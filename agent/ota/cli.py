@@ -80,5 +80,24 @@ def ota_supervise(
     typer.echo(actions[event]())
 
 
+@ota_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ota_exec(
+    ctx: typer.Context,
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+) -> None:
+    """Run ``edgecam ARGS…`` of the current release (its own venv), or of this install when there is none.
+
+    The agent unit's ExecStart: the provisioned install picks the binary, so a release that cannot even start
+    never decides how the next start happens."""
+    import os
+    import sys
+
+    node = _node(config, state_dir)
+    exe = node.paths.current / "agent" / "venv" / "bin" / "edgecam"
+    argv = [str(exe), *ctx.args] if exe.is_file() else [sys.executable, "-m", "agent.cli", *ctx.args]
+    os.execv(argv[0], argv)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ota_app, name="ota")
