@@ -297,6 +297,12 @@ class Store:
 
     # ------------------------------------------------------------ reads
 
+    def statuses(self, kind: str) -> dict[str, tuple[dict[str, Any], str]]:
+        """The newest message of one status channel (``state``, ``ota/status``, …) per node, with when it came."""
+        rows = self.db.execute("SELECT node_id, payload, received_at FROM node_status WHERE kind = ? ORDER BY node_id",
+                               (kind,))
+        return {node: (json.loads(payload), at) for node, payload, at in rows}
+
     def summary(self) -> dict[str, Any]:
         """Everything ``edgecam centre summary`` shows, as plain JSON-able data."""
         q = self.db.execute

@@ -132,5 +132,36 @@ def release_serve(
         server.server_close()
 
 
+@release_app.command("announce")
+def release_announce(
+    repo: Path = typer.Argument(..., help="Repository folder."),
+    channel: str = typer.Option(..., "--channel", help="Channel name."),
+    mqtt: str = typer.Option(..., "--mqtt", help="mqtt://host:port or mqtts://host:port (the centre's broker)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="The centre's certificate."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="The centre's key."),
+    keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
+) -> None:
+    """Publish the channel's newest release on retained edgecam/v1/fleet/releases/CHANNEL (a nudge, not trust)."""
+    from centre.mqtt import MqttOptions
+    from provisioning.release.fleet import announce
+
+    opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key)
+    msg = announce(_repo(repo, keys), channel, opts)
+    typer.echo(f"announced {channel}: release {msg.release} at {msg.percent}% (timestamp v{msg.timestamp_version})")
+
+
+@release_app.command("status")
+def release_status(
+    store: Path = typer.Option(..., "--store", help="The centre store (edgecam centre listen --store)."),
+) -> None:
+    """What each node reports on ota/status, with the versions in its state (JSON)."""
+    import json
+
+    from provisioning.release.fleet import fleet_status
+
+    typer.echo(json.dumps(fleet_status(store), indent=1))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(release_app, name="release")
