@@ -71,13 +71,7 @@ def ota_supervise(
     config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
 ) -> None:
     """The supervisor's decision for one event (run by the units; reverts a failed trial, commits a good one)."""
-    from agent.errors import EdgecamError
-
-    sup = _node(config, state_dir).supervisor()
-    actions = {"start": sup.on_start, "failure": sup.on_failure, "tick": sup.tick, "boot": sup.tick}
-    if event not in actions:
-        raise EdgecamError(f"supervise {event!r}: one of {', '.join(actions)}")
-    typer.echo(actions[event]())
+    typer.echo(_node(config, state_dir).supervise(event))
 
 
 @ota_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -6,19 +6,24 @@ Facts about the node come from its config (``ota`` section, ``node_id``, ``state
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.contract.payloads import OtaStatus
 from agent.errors import EdgecamError
 from agent.identity import IdentityPaths
 from agent.ota.check import Checker, NodeFacts, Refused
 from agent.ota.fetcher import NodeFetcher, TlsFiles
 from agent.ota.install import Installer, InstallError
+from agent.ota.lock import Busy, ota_lock
 from agent.ota.paths import OtaPaths
 from agent.ota.state import OtaState, StatusFile
 from agent.ota.supervisor import Supervisor
 
+#: how long a supervisor decision or a rollback waits for a check's install to finish (an agent venv takes a while)
+LOCK_WAIT_S = 600.0
 #: a trial must be committed within this many ``trial_s`` from the switch (restarts and model load included)
 WINDOW_FACTOR = 3
 
@@ -55,8 +60,17 @@ class NodeOta:
             return NodeFetcher(TlsFiles(ca=mqtt.tls_ca, cert=mqtt.tls_cert, key=mqtt.tls_key))
         return NodeFetcher(TlsFiles(ca=self.cfg.mqtt.tls_ca) if url.startswith("https://") else None)
 
-    def check(self, clock_synced=None, install: bool = True) -> str:
-        """One check and, when a release is due, its install and switch to trial; the final status's state."""
+    def check(self, clock_synced: Callable[[], bool] | None = None, install: bool = True) -> OtaStatus:
+        """One check and, when a release is due, its install and switch to trial; the final status.
+
+        A check already at work (timer and nudge at once) makes this one a no-op that reports nothing."""
+        try:
+            with ota_lock(self.paths.dir):
+                return self._check(clock_synced, install)
+        except Busy as exc:
+            return OtaStatus(state="checking", error=str(exc))
+
+    def _check(self, clock_synced: Callable[[], bool] | None, install: bool) -> OtaStatus:
         from agent.events.clock import clock_synced as kernel_synced
 
         ota = self.cfg.ota
@@ -83,6 +97,19 @@ class NodeOta:
         return status("trial", plan.release.release)
 
     def rollback(self, reason: str = "rolled back by hand (edgecam ota rollback)") -> int | None:
+        with ota_lock(self.paths.dir, wait_s=LOCK_WAIT_S):
+            return self._rollback(reason)
+
+    def supervise(self, event: str) -> str:
+        """One supervisor decision (``start``, ``failure``, ``tick``, ``boot``) under the OTA lock."""
+        sup = self.supervisor()
+        actions = {"start": sup.on_start, "failure": sup.on_failure, "tick": sup.tick, "boot": sup.tick}
+        if event not in actions:
+            raise OtaError(f"supervise {event!r}: one of {', '.join(actions)}")
+        with ota_lock(self.paths.dir, wait_s=LOCK_WAIT_S):
+            return actions[event]()
+
+    def _rollback(self, reason: str) -> int | None:
         installer = self.installer()
         state = installer.state()
         n = state.trial.release if state.trial else state.running
