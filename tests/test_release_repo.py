@@ -212,3 +212,26 @@ def test_key_rotation_is_followed_and_the_retired_key_refused(tmp_path: Path, pr
     with pytest.raises(UnsignedMetadataError):
         client.refresh()
     assert old_root not in Metadata.from_file(str(max(repo.meta_dir.glob("*.root.json")))).signed.roles["root"].keyids
+
+
+def test_a_root_signed_by_the_retired_root_key_alone_is_refused(tmp_path: Path, processes) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    repo = make_repo(tmp_path)
+    add_full_release(repo, tmp_path, 1)
+    repo = ReleaseRepo(repo.dir, repo.keys).load()
+    old, _new = repo.rotate("root")
+    url = static_server(processes, repo.dir)
+    updater(repo.dir, url, tmp_path / "client").refresh()  # follows 1 → 2
+    retired = next(repo.keys.role_dir("root", retired=True).glob(f"{old}.pem"))
+    forger = CryptoSigner(load_pem_private_key(retired.read_bytes(), None))
+    root = repo.md["root"]
+    root.signed.version = 3
+    root.signed.roles["root"].keyids = [old]  # the thief tries to take root back with the retired key
+    root.signed.keys[old] = forger.public_key
+    root.signatures.clear()
+    root.sign(forger)
+    (repo.meta_dir / "3.root.json").write_bytes(root.to_bytes())
+    with pytest.raises(RepositoryError):
+        updater(repo.dir, url, tmp_path / "client").refresh()
