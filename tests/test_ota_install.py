@@ -247,14 +247,13 @@ def test_one_ota_actor_at_a_time(tmp_path: Path, setup) -> None:
     """A check while another holds the lock does nothing; a supervisor decision waits for it."""
     from agent.ota.lock import Busy, ota_lock
 
-    repo, cfg, state = setup
+    repo, cfg, _state = setup
     release(repo, tmp_path, 1)
     node = load(cfg)
     with ota_lock(node.paths.dir):
         busy = node.check()
         assert busy.state == "checking" and "another OTA check" in busy.error
         assert link_release(node.paths.current) is None and StatusFile.read(node.paths.status) is None
-        with pytest.raises(Busy):
-            with ota_lock(node.paths.dir, wait_s=0.2):
-                pass
+        with pytest.raises(Busy), ota_lock(node.paths.dir, wait_s=0.2):
+            pass
     assert node.check().state == "trial"
