@@ -246,6 +246,8 @@ class OtaConfig(Section):
                              "device types (e.g. rpi4, rpi5, jetson-orin)")
     disk_reserve_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space a download and install must "
                                     "leave on the state disk")
+    inference_budget_ms: float | None = Field(None, gt=0, description="a release on trial is healthy only while "
+                                              "the model's p95 invoke time stays within this (None: any)")
     require_clock_sync: bool = Field(True, description="check only while the kernel says the clock is "
                                      "synchronised (NTP); false only where the clock is kept by means the kernel "
                                      "cannot see (the durable time floor still applies)")

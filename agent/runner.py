@@ -255,13 +255,28 @@ class Agent:
         if self.stop.is_set():
             return
         try:
-            switched = self.ota.poll(self._not_yet_healthy(), self.transport.publish_ota_status)
+            switched = self.ota.poll(self._not_yet_healthy_for_ota(), self.transport.publish_ota_status)
         except Exception as exc:  # OTA bookkeeping must not stop the pipeline
             log.warning("ota: %s", exc)
             return
         if switched:
             log.info("ota: release changed from %s; restarting onto it", self.ota.release)
             self._restart()
+
+    def _not_yet_healthy_for_ota(self) -> str | None:
+        """A release on trial must also have run its model on frames, within ``ota.inference_budget_ms``."""
+        missing = self._not_yet_healthy()
+        if missing is not None:
+            return missing
+        if self.counters.inferences == 0:
+            return "the model has not run on a frame yet"
+        budget = self.cfg.ota.inference_budget_ms
+        recent = list(self._recent_invoke)  # appended on the post thread; a copy to read
+        if budget is not None and recent:
+            p95 = float(np.percentile(np.asarray(recent, dtype=np.float64), 95))
+            if p95 > budget:
+                return f"model invoke p95 {p95:.1f} ms over the {budget:g} ms budget"
+        return None
 
     def _not_yet_healthy(self) -> str | None:
         """What keeps the node from being healthy (source open, model loaded, broker connected, frames flowing)."""
