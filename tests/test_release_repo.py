@@ -235,3 +235,36 @@ def test_a_root_signed_by_the_retired_root_key_alone_is_refused(tmp_path: Path, 
     (repo.meta_dir / "3.root.json").write_bytes(root.to_bytes())
     with pytest.raises(RepositoryError):
         updater(repo.dir, url, tmp_path / "client").refresh()
+
+
+def test_serve_answers_ranges_and_nothing_but_files(tmp_path: Path, processes) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.ota_helpers import free_port, wait_port
+
+    repo = make_repo(tmp_path)
+    rel = add_full_release(repo, tmp_path, 1)
+    port = free_port()
+    proc = processes.popen([sys.executable, "-m", "agent.cli", "release", "serve", str(repo.dir), "--port", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_port(port, proc)
+    ref = rel.parts["model"]
+    folder, _, name = ref.path.rpartition("/")
+    url = f"http://127.0.0.1:{port}/targets/{folder}/{ref.sha256}.{name}"
+    whole = urllib.request.urlopen(url, timeout=30)
+    data, etag = whole.read(), whole.headers["ETag"]
+    assert len(data) == ref.length and whole.headers["Accept-Ranges"] == "bytes"
+    part = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=100-", "If-Range": etag}),
+                                  timeout=30)
+    assert part.status == 206 and part.headers["Content-Range"] == f"bytes 100-{ref.length - 1}/{ref.length}"
+    assert part.read() == data[100:]
+    stale = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=100-", "If-Range": '"old"'}),
+                                   timeout=30)
+    assert stale.status == 200 and stale.read() == data  # the file changed: start over
+    for bad in ("/targets/", "/metadata/", "/../repo.keys/offline/", "/nothing.json"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{bad}", timeout=30)
+        assert err.value.code == 404, bad
+    r = edgecam("release", "serve", str(tmp_path / "nope"), "--port", str(port))
+    assert r.returncode == 2 and "not a release repository" in r.stderr

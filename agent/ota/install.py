@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.atomic import fsync_dir, write_atomic
+from agent.errors import EdgecamError
 from agent.ota.check import Plan, fsync_tree
 from agent.ota.manifest import PartKind, ReleaseInfo
 from agent.ota.paths import OtaPaths
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 OK = ".ok"
 
 
-class InstallError(Exception):
-    """A part that cannot be installed; the message is the status's reason."""
+class InstallError(EdgecamError):
+    """A part that cannot be installed, or a switch that cannot be made; the message is the status's reason."""
 
 
 def switch_link(link: Path, target: Path | None) -> None:
@@ -247,6 +248,10 @@ class Installer:
                 shutil.rmtree(folder, ignore_errors=True)
         named = [*state.parts.items(), *state.trial_parts.items(), *state.before_parts.items()]
         keep = {(k, r.sha256) for k, r in named}
+        installed = {sha for _k, sha in keep}
+        for download in self.paths.downloads.iterdir():  # complete downloads of installed parts (a crash
+            if download.name in installed:                # between the switch and their removal leaves them)
+                download.unlink(missing_ok=True)
         for kind_dir in self.paths.parts.iterdir():
             for part in kind_dir.iterdir():
                 if (kind_dir.name, part.name) not in keep:

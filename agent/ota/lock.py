@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.errors import EdgecamError
 
-class Busy(Exception):
+
+class Busy(EdgecamError):
     """Another OTA actor holds the lock."""
 
 
