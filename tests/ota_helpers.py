@@ -124,7 +124,7 @@ def main():
 '''
 
 
-def fake_agent_wheel(folder: Path, version: str, mode: str) -> Path:
+def fake_agent_wheel(folder: Path, version: str, mode: str, requires: str | None = None) -> Path:
     """A real, installable wheel named edgecam (console script ``edgecam``) whose agent does ``mode``."""
     import base64
     import hashlib
@@ -134,7 +134,8 @@ def fake_agent_wheel(folder: Path, version: str, mode: str) -> Path:
     dist = f"edgecam-{version}.dist-info"
     files = {
         "fakeagent.py": FAKE_AGENT.format(mode=mode, version=version),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: edgecam\nVersion: {version}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: edgecam\nVersion: {version}\n"
+                            + (f"Requires-Dist: {requires}\n" if requires else ""),
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{dist}/entry_points.txt": "[console_scripts]\nedgecam = fakeagent:main\n",
     }

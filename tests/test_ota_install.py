@@ -122,7 +122,7 @@ def test_health_fails_then_rollback_and_the_release_is_not_taken_again(tmp_path:
     status = StatusFile.read(paths.status)
     assert status.state == "rolled_back" and "broker mqtt://127.0.0.1:1 not connected" in status.error
     assert edgecam("ota", "check", "--config", str(cfg)).returncode == 1
-    assert "failed its trial here before" in StatusFile.read(paths.status).error
+    assert "failed here before" in StatusFile.read(paths.status).error
 
 
 def test_crash_loop_at_start_rolls_back_to_the_committed_release(tmp_path: Path, setup) -> None:
@@ -257,3 +257,19 @@ def test_one_ota_actor_at_a_time(tmp_path: Path, setup) -> None:
         with pytest.raises(Busy), ota_lock(node.paths.dir, wait_s=0.2):
             pass
     assert node.check().state == "trial"
+
+
+def test_a_bundle_missing_a_dependency_wheel_is_refused_at_install(tmp_path: Path, setup) -> None:
+    """Offline means offline: a dependency the bundle lacks is not fetched from anywhere; nothing is switched."""
+    repo, cfg, state = setup
+    wheels = fake_agent_wheel(tmp_path / "wheels", "0.9.0", "healthy", requires="edgecam-missing-dep>=1")
+    ReleaseRepo(repo.dir, repo.keys).load().add_release("stable", 1, {"agent": pack_agent(wheels, 1)})
+    r = edgecam("ota", "check", "--config", str(cfg))
+    assert r.returncode == 1 and "install: agent bundle: offline install failed" in r.stderr
+    paths = OtaPaths(state)
+    assert link_release(paths.current) is None and OtaState.load(paths.state).trial is None
+    assert not any(paths.parts.rglob(".ok"))
+    status = StatusFile.read(paths.status)
+    assert status.state == "refused" and "edgecam-missing-dep" in status.error
+    again = edgecam("ota", "check", "--config", str(cfg))  # not tried again on every check
+    assert again.returncode == 1 and "failed here before (install: agent bundle" in again.stderr

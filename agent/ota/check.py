@@ -158,7 +158,7 @@ class Checker:
         if running is not None and rel.release == running:
             raise Refused("current", None, rel.release)
         if rel.release in self.state.failed:
-            raise Refused("refused", f"release {rel.release} failed its trial here before "
+            raise Refused("refused", f"release {rel.release} failed here before "
                           f"({self.state.failed[rel.release]})", rel.release)
         if self.state.trial is not None and self.state.trial.release == rel.release:
             raise Refused("trial", None, rel.release)

@@ -92,7 +92,11 @@ class NodeOta:
         status("installing", plan.release.release)
         try:
             self.installer().install(plan, WINDOW_FACTOR * ota.trial_s)
-        except InstallError as exc:
+        except InstallError as exc:  # the same signed bundle fails the same way: not retried on every check
+            installer = self.installer()
+            state = installer.state()
+            state.failed[plan.release.release] = f"install: {exc}"
+            state.save(paths.state)
             return status("refused", plan.release.release, f"install: {exc}")
         return status("trial", plan.release.release)
 
