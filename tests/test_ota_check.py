@@ -70,6 +70,8 @@ def test_happy_check_over_mtls_verifies_every_part(tmp_path: Path, processes) ->
     assert plan.release.release == 1 and set(plan.files) == {"agent", "model", "config"}
     for kind, path in plan.files.items():
         assert path.read_bytes() == _served_bytes(repo, plan.release.parts[kind])
+    downloading = [s.progress for s in ch.status.history if s.state == "downloading"]
+    assert downloading and downloading[-1].total == sum(p.length for p in plan.release.parts.values())
     states = [s.state for s in ch.status.history]
     assert states[0] == "checking" and "downloading" in states and states[-1] == "verifying"
     assert float(ch.paths.time_floor.read_text()) <= time.time()
