@@ -7,6 +7,7 @@ way the units drive them (``edgecam ota supervise start|failure|tick``), as subp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -273,3 +274,24 @@ def test_a_bundle_missing_a_dependency_wheel_is_refused_at_install(tmp_path: Pat
     assert status.state == "refused" and "edgecam-missing-dep" in status.error
     again = edgecam("ota", "check", "--config", str(cfg))  # not tried again on every check
     assert again.returncode == 1 and "failed here before (install: agent bundle" in again.stderr
+
+
+def test_install_root_checks_what_it_trusts(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "a")
+    other = make_repo(tmp_path / "b")
+    state = tmp_path / "fresh"
+    cfg = tmp_path / "fresh.toml"
+    cfg.write_text(f'state_dir = "{state}"\n')
+    r = edgecam("ota", "install-root", str(repo.meta_dir / "1.root.json"), "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert OtaPaths(state).bootstrap_root.read_bytes() == (repo.meta_dir / "1.root.json").read_bytes()
+    r = edgecam("ota", "install-root", str(other.meta_dir / "1.root.json"), "--config", str(cfg))
+    assert r.returncode == 2 and "--force replaces the trust anchor" in r.stderr
+    r = edgecam("ota", "install-root", str(repo.meta_dir / "timestamp.json"), "--config", str(cfg))
+    assert r.returncode == 2 and "not root metadata" in r.stderr
+    doc = json.loads((repo.meta_dir / "1.root.json").read_text())
+    doc["signed"]["expires"] = "2099-01-01T00:00:00Z"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(doc))
+    r = edgecam("ota", "install-root", str(forged), "--config", str(cfg), "--force")
+    assert r.returncode == 2 and "not signed by its own root threshold" in r.stderr

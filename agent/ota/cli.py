@@ -39,6 +39,20 @@ def ota_status(
     }, indent=1))
 
 
+@ota_app.command("install-root")
+def ota_install_root(
+    root: Path = typer.Argument(..., help="The repository's REPO/metadata/1.root.json (from the maintainer)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+    force: bool = typer.Option(False, "--force", help="Replace a different installed root (a new trust anchor)."),
+) -> None:
+    """Install the node's trusted root (provisioning): checked to be a root signed by its own threshold."""
+    from agent.ota.trust import install_root
+
+    path = install_root(root, _node(config, state_dir).paths, force=force)
+    typer.echo(f"trusted root installed: {path}")
+
+
 @ota_app.command("check")
 def ota_check(
     state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
