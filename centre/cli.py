@@ -102,6 +102,32 @@ def centre_command(
     raise typer.Exit(0 if res.status == "ok" else 1)
 
 
+@centre_app.command("enrol")
+def centre_enrol(
+    mqtt: str = typer.Option(..., "--mqtt", help="mqtts://host:port of the mTLS listener."),
+    ca: Path = typer.Option(..., "--ca", help="CA folder: signs the certificates, holds the claim store."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Centre client certificate (its own identity: "
+                                         "the broker allows one connection per CN)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Centre client key."),
+    broker_dir: Path | None = typer.Option(
+        None, "--broker-dir", help="The `broker-config --out` folder on this host: keep its enrol.passwd in step "
+                                   "with the claim store and SIGHUP Mosquitto (via mosquitto.pid) on changes."),
+    rate: int = typer.Option(5, "--rate", min=1, help="Requests allowed per claim (or node) per --rate-window."),
+    rate_window: float = typer.Option(60.0, "--rate-window", min=0.1, help="Seconds."),
+    days: int | None = typer.Option(None, "--days", min=1, help="Validity of issued certificates (default 825)."),
+) -> None:
+    """Run the enrolment worker: claim CSRs and renewals in, certificates (or refusals with reasons) out."""
+    import logging
+
+    from centre.enrol import RateLimit, run_worker
+    from centre.mqtt import MqttOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key)
+    raise typer.Exit(run_worker(opts, ca, broker_dir, RateLimit(rate, rate_window), days=days))
+
+
 def register(app: typer.Typer) -> None:
     """Mount ``edgecam centre`` on the root app."""
     app.add_typer(centre_app, name="centre")
