@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.contract import CameraId, NodeId
 from agent.errors import ConfigError
+from agent.identity import IdentityPaths
 from agent.redact import SecretUrl
 from agent.section import Section
 from agent.sources.kinds import SOURCES, SyntheticSource
@@ -256,6 +257,17 @@ class AgentConfig(Section):
         "state_dir": "it is where the node keeps its state",
         "trial": "it guards the node against a bad config from the centre",
     }
+
+    @model_validator(mode="after")
+    def _installed_identity(self) -> AgentConfig:
+        """``mqtts://`` with no TLS file given: use the identity provisioning installed in the state dir."""
+        m = self.mqtt
+        if (m.tls_ca, m.tls_cert, m.tls_key) == (None, None, None) and parse_mqtt_url(m.url.reveal()).tls:
+            ident = IdentityPaths(self.state_dir)
+            if ident.installed():
+                self.mqtt = m.model_copy(update={"tls_ca": ident.ca_cert, "tls_cert": ident.cert,
+                                                 "tls_key": ident.key})
+        return self
 
     @classmethod
     def needs_restart(cls, name: str) -> bool:
