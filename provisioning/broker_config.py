@@ -170,6 +170,7 @@ def config_text(port: int, files: BrokerFiles, *, bind: str | None = None, limit
             f"keyfile {files.keyfile}",
             "tls_version tlsv1.2",
             "require_certificate false",
+            "use_username_as_clientid true",  # client id = claim id: a claim cannot take over another's session
             "allow_anonymous false",
             f"password_file {files.enrol_passwd}",
             f"acl_file {files.enrol_acl}",

@@ -72,6 +72,16 @@ def split_token(token: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+def read_claim(arg: str) -> str:
+    """``--claim`` as given, or the token in file ``@PATH`` (a token on a command line is visible in ``ps``)."""
+    if not arg.startswith("@"):
+        return arg.strip()
+    try:
+        return Path(arg[1:]).read_text().strip()
+    except OSError as exc:
+        raise CaError(f"--claim {arg}: cannot read ({exc.strerror})") from None
+
+
 def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
     """A Mosquitto 2.0 password-file hash (``$7$``: PBKDF2-HMAC-SHA512, 12-byte salt), as mosquitto_passwd."""
     salt = salt or secrets.token_bytes(12)

@@ -119,6 +119,7 @@ def exchange(login: Login, request_topic: str, reply_topic: str, request: EnrolR
         raise EnrolFailed(f"--mqtt {addr.url}: enrolment needs mqtts:// (the CSR and token travel over it)")
     deadline = time.monotonic() + timeout
     delay = 0.5
+    refused = ""  # the last login refusal: what to report if the deadline passes during a retry
     while True:
         ex = _Exchange(login, reply_topic, request.request_id)
         ex.connect(addr.host, addr.port, deadline)
@@ -131,11 +132,12 @@ def exchange(login: Login, request_topic: str, reply_topic: str, request: EnrolR
                 raise EnrolFailed(f"{addr.url}: no reply within {timeout:g}s (is `edgecam centre enrol` running?)")
             rc = ex.connack
             if rc is None or not rc.is_failure:
-                raise EnrolFailed(f"{addr.url}: no connection within {timeout:g}s")
+                raise EnrolFailed(refused or f"{addr.url}: no connection within {timeout:g}s")
+            refused = f"{addr.url}: broker refused the login ({rc}); " + (
+                "token unknown to the broker, or used/expired long ago" if login.username
+                else "certificate not accepted")
             if rc.value not in _LOGIN_REFUSED or time.monotonic() + delay >= deadline:
-                raise EnrolFailed(f"{addr.url}: broker refused the login ({rc}); "
-                                  + ("token unknown to the broker, or used/expired long ago" if login.username
-                                     else "certificate not accepted"))
+                raise EnrolFailed(refused)
         finally:
             ex.close()
         time.sleep(delay)

@@ -43,7 +43,8 @@ def _print_installed(paths, cert) -> None:
 
 @provision_app.command("enrol")
 def provision_enrol(
-    claim: str = typer.Option(..., "--claim", help="Claim token from `edgecam provision token`."),
+    claim: str = typer.Option(..., "--claim", help="Claim token from `edgecam provision token`, or @FILE to read it "
+                              "from a file (keeps it out of `ps`)."),
     mqtt: str = typer.Option(..., "--mqtt", help="mqtts://host:ENROL_PORT (the broker's enrolment listener)."),
     ca_cert: Path = typer.Option(..., "--ca-cert", help="The pinned CA certificate (broker and node certificate)."),
     state_dir: Path = typer.Option(..., "--state-dir", help=STATE_DIR_HELP),
@@ -52,11 +53,12 @@ def provision_enrol(
 ) -> None:
     """Enrol online: key made here, CSR sent with the claim token, certificate verified and installed."""
     from agent.identity import IdentityPaths
-    from provisioning.claims import split_token
+    from provisioning.claims import read_claim, split_token
     from provisioning.enrol_client import Login, enrol_topics, exchange, new_request
     from provisioning.node_identity import install, load_pinned_ca, make_csr
 
     pinned = load_pinned_ca(ca_cert)
+    claim = read_claim(claim)
     claim_id, secret = split_token(claim)
     paths = IdentityPaths(state_dir)
     csr = make_csr(paths, node_id)

@@ -218,6 +218,17 @@ def test_token_reuse_is_refused(env: Env, tmp_path: Path) -> None:
     assert env.worker_said("refused: token already used")
 
 
+def test_token_the_broker_does_not_know_fails_with_one_line(env: Env, tmp_path: Path) -> None:
+    """A made-up token (right shape) never gets past the enrolment listener's login; the node says so."""
+    forged = "0123456789abcdef." + "A" * 43
+    (tmp_path / "claim").write_text(forged + "\n")
+    res = subprocess.run([*env.enrol_cmd("@" + str(tmp_path / "claim"), "cam-fake", tmp_path / "s", timeout=3)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "broker refused the login" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not IdentityPaths(tmp_path / "s").installed()
+
+
 def test_expired_token_is_refused(env: Env, tmp_path: Path) -> None:
     token = env.token("cam-ex", ttl="1s")
     rec = ClaimStore(env.ca).load(token.split(".")[0])
