@@ -177,12 +177,14 @@ def test_online_enrolment_end_to_end_then_run_uses_the_installed_identity(env: E
     # the agent connects with the installed identity, no --tls-* option
     watcher = Client(env.broker.port, env.observer, "watcher")
     try:
-        watcher.subscribe("edgecam/v1/cam-on/state")
+        watcher.subscribe("edgecam/v1/cam-on/#")  # a subscriber for every row, so the agent's outbox drains
         run = subprocess.run(cli("run", "--state-dir", tmp_path / "state", "--node-id", "cam-on", "--mqtt", env.mqtts,
                                  "--source", "synthetic:?width=320&height=240", "--max-frames", "3"),
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert wait(lambda: "edgecam/v1/cam-on/state" in watcher.topics()), watcher.topics()
+        assert wait(lambda: {"edgecam/v1/cam-on/state", "edgecam/v1/cam-on/events"} <= set(watcher.topics())), \
+            watcher.topics()
+        assert "outbox not empty at exit" not in run.stderr
     finally:
         watcher.close()
 
