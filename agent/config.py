@@ -182,6 +182,9 @@ class MqttConfig(Section):
                                  "delay is uniform in [0, min(backoff_max_s, backoff_min_s * 2^n)]")
     backoff_max_s: float = Field(30.0, gt=0)
     max_inflight: int = Field(20, ge=1)
+    renew_before_days: int = Field(30, ge=0, description="renew the identity provisioning installed in "
+                                   "state_dir/identity over MQTT when its certificate has this many days left "
+                                   "(0: never); files named by tls_cert/tls_key are left alone")
 
     @field_validator("url")
     @classmethod

@@ -35,7 +35,7 @@ def provision_token(
 
 
 def _print_installed(paths, cert) -> None:
-    from provisioning.ca import common_name
+    from agent.node_identity import common_name
 
     typer.echo(f"installed {paths.cert} (CN {common_name(cert)}, serial {cert.serial_number:x}, "
                f"valid until {cert.not_valid_after_utc:%Y-%m-%d}), key {paths.key}, CA {paths.ca_cert}")
@@ -53,9 +53,9 @@ def provision_enrol(
 ) -> None:
     """Enrol online: key made here, CSR sent with the claim token, certificate verified and installed."""
     from agent.identity import IdentityPaths
+    from agent.node_identity import install, load_pinned_ca, make_csr
     from provisioning.claims import read_claim, split_token
     from provisioning.enrol_client import Login, enrol_topics, exchange, new_request
-    from provisioning.node_identity import install, load_pinned_ca, make_csr
 
     pinned = load_pinned_ca(ca_cert)
     claim = read_claim(claim)
@@ -74,7 +74,7 @@ def provision_csr(
 ) -> None:
     """Offline enrolment, step 1: make the key here and write a CSR (its path on the last line)."""
     from agent.identity import IdentityPaths
-    from provisioning.node_identity import csr_path, make_csr, pending_key_path
+    from agent.node_identity import csr_path, make_csr, pending_key_path
 
     paths = IdentityPaths(state_dir)
     make_csr(paths, node_id)
@@ -91,7 +91,7 @@ def provision_install_cert(
 ) -> None:
     """Offline enrolment, step 3: verify the certificate (CA, CN, key) and install it atomically."""
     from agent.identity import IdentityPaths
-    from provisioning.node_identity import IdentityError, install, load_pinned_ca
+    from agent.node_identity import IdentityError, install, load_pinned_ca
 
     pinned = load_pinned_ca(ca_cert)
     try:
@@ -112,14 +112,14 @@ def provision_renew(
 
     Stop the agent first: the broker allows one connection per identity."""
     from agent.identity import IdentityPaths
-    from provisioning.enrol_client import Login, exchange, new_request, renew_topics
-    from provisioning.node_identity import (
+    from agent.node_identity import (
         finish_interrupted_install,
         install,
         installed_node_id,
         load_pinned_ca,
         make_csr,
     )
+    from provisioning.enrol_client import Login, exchange, new_request, renew_topics
 
     paths = IdentityPaths(state_dir)
     finish_interrupted_install(paths)

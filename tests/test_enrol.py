@@ -436,3 +436,36 @@ def test_revoked_node_is_refused_by_the_broker(env: Env, tmp_path: Path) -> None
     # renewal cannot resurrect it either (a broker whose CRL is stale would still let it ask)
     renew = edgecam("provision", "renew", "--state-dir", state, "--mqtt", env.mqtts, "--timeout", "5")
     assert renew.returncode != 0
+
+
+def test_agent_renews_its_installed_certificate_by_itself(env: Env, tmp_path: Path) -> None:
+    """``mqtt.renew_before_days`` above the certificate's lifetime makes it due at once: the running agent asks
+    on its own cert/csr, installs the answer, and its next start connects with the new pair."""
+    state = tmp_path / "s"
+    assert env.enrol(env.token("cam-auto"), "cam-auto", state).returncode == 0
+    paths = IdentityPaths(state)
+    old_serial = load_cert(paths.cert).serial_number
+    watcher = Client(env.broker.port, env.observer, "watcher")
+    procs = Processes()
+    try:
+        watcher.subscribe("edgecam/v1/cam-auto/#")
+        log = tmp_path / "agent.log"
+        with open(log, "w") as out:
+            procs.popen(cli("run", "--state-dir", state, "--node-id", "cam-auto", "--mqtt", env.mqtts,
+                            "--source", "synthetic:?width=320&height=240"),
+                        stdout=out, stderr=subprocess.STDOUT,
+                        env={**os.environ, "EDGECAM_MQTT__RENEW_BEFORE_DAYS": "1000"})
+        assert wait(lambda: "certificate renewal: installed" in log.read_text(), 60), log.read_text()[-3000:]
+        procs.stop_all()
+        assert load_cert(paths.cert).serial_number != old_serial
+        assert env.worker_said("renewal cam-auto: issued node cam-auto certificate")
+        assert not (paths.dir / "pending.key").exists() and (paths.key.stat().st_mode & 0o777) == 0o600
+        seen = len(live_topics(watcher))
+        run = subprocess.run(cli("run", "--state-dir", state, "--node-id", "cam-auto", "--mqtt", env.mqtts,
+                                 "--source", "synthetic:?width=320&height=240", "--max-frames", "3"),
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert wait(lambda: "edgecam/v1/cam-auto/state" in live_topics(watcher)[seen:])
+    finally:
+        procs.stop_all()
+        watcher.close()

@@ -30,6 +30,8 @@ from agent.backoff import Backoff
 from agent.config import AgentConfig
 from agent.config_owner import ConfigOwner
 from agent.contract import CentreState, CommandRequest, ConfigReported, Event, Health, State, Topics, Versions, utc_now
+from agent.identity import IdentityPaths
+from agent.transport.cert_renewal import CertRenewal
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
 from agent.transport.mqtt_client import MqttLink
@@ -96,6 +98,8 @@ class Transport:
         self.health_period_s = cfg.health.period_s
         self._next_health = math.inf
         self.link = MqttLink(cfg.mqtt, cfg.node_id, self)
+        self.renewal = CertRenewal(cfg.mqtt, IdentityPaths(state_dir), self.topics,
+                                   lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._props = {"event": _props("application/json"), "thumb": _props("image/jpeg")}
         self._bd_seq = self.outbox.meta("bd_seq")
         self._inflight: dict[int, Row] = {}
@@ -241,6 +245,7 @@ class Transport:
         self.link.subscribe(self.topics.subscriptions())
         self._publish_state(online=True)
         self._more.set()
+        self.renewal.check()
 
     def on_link_down(self) -> None:
         self._inflight.clear()
@@ -298,6 +303,7 @@ class Transport:
 
     def on_tick(self) -> None:
         self._flush_acks()
+        self.renewal.check()
         now = time.monotonic()
         if now >= self._next_expire:
             self._next_expire = now + EXPIRE_EVERY_S
@@ -361,6 +367,8 @@ class Transport:
                     self._publish_report(report)
         elif msg.topic == Topics.centre_state:
             self._on_centre_state(msg)
+        elif msg.topic == self.topics.cert_res:
+            self.renewal.handle(msg.payload)
 
     def _publish_report(self, report: ConfigReported) -> None:
         """Retained, so the centre sees the outcome of its newest document whenever it looks; reports go out

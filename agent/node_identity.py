@@ -1,6 +1,8 @@
 """The node's side of its identity: a key made on the node, its CSR, and the checked install of a certificate.
 
-Used by online enrolment, offline ``provision csr`` / ``install-cert`` and renewal alike, so all three verify
+Node runtime code (the agent renews its own certificate, ``agent.transport.cert_renewal``) that the
+provisioning commands use too: online enrolment, offline ``provision csr`` / ``install-cert`` and renewal
+alike, so all of them verify
 the same way before anything is installed: the certificate chains to the *pinned* CA (the ``ca.crt`` the
 technician brought, never a chain the network sent), its CN is the node id, it is a client certificate valid
 now, and its public key is the pending key's. The key waits in ``identity/pending.key`` (0600) until then,
@@ -25,15 +27,38 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.atomic import fsync_dir, write_atomic
 from agent.contract.ids import node_id_problem
+from agent.errors import EdgecamError
 from agent.identity import IdentityPaths
-from provisioning.ca import CaError, common_name, load_key, new_key, write_key
 
 PENDING_KEY = "pending.key"
 CSR_FILE = "node.csr"
 
 
-class IdentityError(CaError):
+class IdentityError(EdgecamError):
     """A certificate that must not be installed, or an identity folder that cannot be used."""
+
+
+def common_name(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
+
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise IdentityError(f"{path}: not a readable unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise IdentityError(f"{path}: expected an EC private key")
+    return key
+
+
+def write_new_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 key, PEM (PKCS#8), created 0600 from the start."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_atomic(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()), mode=0o600)
+    return key
 
 
 def pending_key_path(paths: IdentityPaths) -> Path:
@@ -57,8 +82,7 @@ def make_csr(paths: IdentityPaths, node_id: str) -> bytes:
     if problem:
         raise IdentityError(f"--node-id: {problem}")
     _prepare(paths)
-    key = new_key()
-    write_key(pending_key_path(paths), key)
+    key = write_new_key(pending_key_path(paths))
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
            .sign(key, hashes.SHA256()))
@@ -149,7 +173,7 @@ def finish_interrupted_install(paths: IdentityPaths) -> bool:
         cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
         if _public_der(cert.public_key()) != _public_der(load_key(pend).public_key()):
             return False
-    except (ValueError, CaError):
+    except (ValueError, IdentityError):
         return False
     os.replace(pend, paths.key)
     fsync_dir(paths.dir)
@@ -170,3 +194,11 @@ def installed_node_id(paths: IdentityPaths) -> str:
         return common_name(x509.load_pem_x509_certificate(paths.cert.read_bytes()))
     except ValueError as exc:
         raise IdentityError(f"{paths.cert}: not a PEM certificate ({exc})") from None
+
+
+def not_after(paths: IdentityPaths) -> dt.datetime | None:
+    """When the installed certificate expires, or None without a readable one."""
+    try:
+        return x509.load_pem_x509_certificate(paths.cert.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError):
+        return None
