@@ -94,7 +94,7 @@ class EnrolWorker:
             if verdict == "reply":
                 reason = f"rate limited: more than {self.rate.max_requests} requests in {self.rate.window_s:g}s"
                 log.warning("%s %s: refused: %s", "renewal" if renewal else "claim", who, reason)
-                return reply_topic, EnrolReply(status="refused", reason=reason)
+                return reply_topic, EnrolReply(request_id=_request_id(payload), status="refused", reason=reason)
             return reply_topic, self._decide(payload, who, renewal)
 
     def _decide(self, payload: bytes, who: str, renewal: bool) -> EnrolReply:
@@ -138,6 +138,14 @@ class EnrolWorker:
         return self._sign(req)
 
 
+def _request_id(payload: bytes) -> str | None:
+    """The request id of a request refused before it is read (so the node can match the refusal)."""
+    try:
+        return EnrolRequest.model_validate_json(payload).request_id
+    except ValidationError:
+        return None
+
+
 class PasswordSync:
     """Keeps ``broker_dir/enrol.passwd`` equal to the claim store's; SIGHUPs Mosquitto when it changes."""
 
@@ -145,8 +153,19 @@ class PasswordSync:
         self.claims = claims
         self.passwd = Path(broker_dir) / ENROL_PASSWD
         self.pid_file = Path(broker_dir) / PID_FILE
+        self._stamp: tuple[int, int, int] | None = None
 
     def sync(self) -> bool:
+        """Rewrite and reload when the store changed (a new claim adds a file to its folder) or a minute
+        passed (claims leave the file LOGIN_GRACE after their expiry); else nothing is read."""
+        minute = int(time.time() // 60)
+        try:  # the entry count too: two claims minted within one coarse mtime tick still differ
+            stamp = (self.claims.dir.stat().st_mtime_ns, len(os.listdir(self.claims.dir)), minute)
+        except FileNotFoundError:
+            stamp = (0, 0, minute)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
         text = self.claims.password_file()
         try:
             current = self.passwd.read_text()
