@@ -70,7 +70,8 @@ class _Exchange:
         self.client = _client(login)
         c = self.client
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *_a: self.done.set()
+        self.closed = False
+        c.on_disconnect = self._on_disconnect
         c.on_subscribe = lambda *_a: self.suback.set()
         c.on_message = self._on_message
 
@@ -80,6 +81,10 @@ class _Exchange:
             self.done.set()
         else:
             self.client.subscribe(self.reply_topic, qos=1)
+
+    def _on_disconnect(self, *_args) -> None:
+        self.closed = True
+        self.done.set()
 
     def _on_message(self, _c, _u, msg) -> None:
         try:
@@ -131,6 +136,9 @@ def exchange(login: Login, request_topic: str, reply_topic: str, request: EnrolR
                     return _result(ex.reply)
                 raise EnrolFailed(f"{addr.url}: no reply within {timeout:g}s (is `edgecam centre enrol` running?)")
             rc = ex.connack
+            if rc is None and ex.closed:  # TLS 1.3: the broker refuses a client certificate after the handshake
+                raise EnrolFailed(refused or f"{addr.url}: the broker closed the connection before accepting it "
+                                  "(client certificate refused: revoked, expired or from another CA?)")
             if rc is None or not rc.is_failure:
                 raise EnrolFailed(refused or f"{addr.url}: no connection within {timeout:g}s")
             refused = f"{addr.url}: broker refused the login ({rc}); " + (
