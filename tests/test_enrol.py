@@ -470,3 +470,19 @@ def test_agent_renews_its_installed_certificate_by_itself(env: Env, tmp_path: Pa
     finally:
         procs.stop_all()
         watcher.close()
+
+
+def test_config_uses_the_installed_identity_only_when_no_tls_file_is_given(tmp_path: Path) -> None:
+    from agent.config import AgentConfig
+
+    paths = IdentityPaths(tmp_path)
+    url = {"url": "mqtts://broker:8883"}
+    assert AgentConfig(state_dir=tmp_path, mqtt=url).mqtt.tls_cert is None  # nothing installed: unchanged
+    paths.dir.mkdir()
+    for p in (paths.key, paths.cert, paths.ca_cert):
+        p.write_text("x")
+    cfg = AgentConfig(state_dir=tmp_path, mqtt=url).mqtt
+    assert (cfg.tls_ca, cfg.tls_cert, cfg.tls_key) == (paths.ca_cert, paths.cert, paths.key)
+    own = AgentConfig(state_dir=tmp_path, mqtt={**url, "tls_ca": tmp_path / "mine.crt"}).mqtt
+    assert (own.tls_ca, own.tls_cert) == (tmp_path / "mine.crt", None)  # an operator's choice wins
+    assert AgentConfig(state_dir=tmp_path, mqtt={"url": "mqtt://broker"}).mqtt.tls_cert is None  # plain MQTT
