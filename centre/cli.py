@@ -91,14 +91,30 @@ def centre_command(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Centre client key."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the reply."),
     client_id: str | None = typer.Option(None, "--client-id", help="MQTT client id (default: random)."),
+    annotate: bool = typer.Option(False, "--annotate", help="snapshot: detections, zones and masks drawn "
+                                  "(args.annotate = true); saves the picture (see --out)."),
+    out: Path | None = typer.Option(None, "--out", help="snapshot: save the picture here "
+                                    "(default with --annotate: NODE-snapshot-ID.jpg in this folder)."),
 ) -> None:
     """Send a command to a node (MQTT 5 request/response) and print its reply; non-zero exit on error."""
-    from centre.command import parse_args, send_command
+    from agent.atomic import write_atomic
+    from agent.errors import EdgecamError
+    from centre.command import exchange, parse_args
     from centre.mqtt import MqttOptions
 
     opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key, client_id)
-    res = send_command(opts, node_id, op, parse_args(args), timeout=timeout)
+    parsed = parse_args(args)
+    if (annotate or out) and op != "snapshot":
+        raise EdgecamError(f"--annotate and --out go with the snapshot op, not {op}")
+    if annotate:
+        parsed["annotate"] = True
+    got = exchange(opts, node_id, op, parsed, timeout=timeout, picture=bool(annotate or out))
+    res = got.reply
     typer.echo(res.model_dump_json(exclude_none=True))
+    if got.picture is not None:
+        path = out or Path(f"{node_id}-snapshot-{str(res.result['topic']).rsplit('/', 1)[-1]}.jpg")
+        write_atomic(path, got.picture)
+        typer.echo(f"saved {path} ({len(got.picture)} bytes)", err=True)
     raise typer.Exit(0 if res.status == "ok" else 1)
 
 

@@ -37,6 +37,7 @@ from agent.contract.payloads import (
     ModelRef,
     OutboxRecovered,
     Payload,
+    SnapshotArgs,
     State,
     ThumbRef,
     UtcTime,
@@ -48,7 +49,8 @@ from agent.contract.payloads import (
 __all__ = [
     "BY_KEY", "CENTRE", "CHANNELS", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN", "RESERVED_NODE_IDS",
     "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired",
-    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "State",
+    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OutboxRecovered", "Payload", "SnapshotArgs",
+    "State",
     "ThumbRef", "Topics", "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms", "match_topic",
     "node_id_problem", "publishes", "subscribes", "utc_now",
 ]
