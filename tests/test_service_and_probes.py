@@ -58,8 +58,9 @@ def test_probes_on_a_bare_machine(tmp_path):
 
 def test_doctor_reports_the_fixture_board(tmp_path):
     make_pi_tree(tmp_path)
-    res = subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--sysroot", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    # --offline: no broker here (the broker check has its own tests, tests/test_doctor.py)
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--sysroot", str(tmp_path), "--offline",
+                          "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Raspberry Pi 4 Model B" in res.stdout and "62.5 °C" in res.stdout and "YES" in res.stdout
     from agent.thread_priority import realtime_permitted

@@ -165,13 +165,13 @@ def probe(cfg: AgentConfig, files: IdentityFiles, timeout: float = TIMEOUT_S) ->
                                       f"(TLS alert: {alert})") from None
                 raise ProbeFailed(f"TLS error: handshake with {where} failed ({exc.reason or exc})") from None
         user = address.username or cfg.node_id
-        sock.sendall(connect_packet(cfg.node_id, user, address.password, v5, cfg.mqtt.session_expiry_s))
         try:
+            sock.sendall(connect_packet(cfg.node_id, user, address.password, v5, cfg.mqtt.session_expiry_s))
             code = read_connack(sock, v5)
-        except ssl.SSLError as exc:
+        except ssl.SSLError as exc:  # under TLS 1.3 the broker judges our certificate after the handshake
             alert = _alert(exc)
-            raise ProbeFailed(f"certificate rejected: the broker refused this node's certificate "
-                              f"(TLS alert: {alert or exc.reason or exc})") from None
+            why = f"TLS alert: {alert}" if alert else f"it closed the TLS connection: {exc.reason or exc}"
+            raise ProbeFailed(f"certificate rejected: the broker refused this node's certificate ({why})") from None
         except (ConnectionResetError, BrokenPipeError):
             if address.tls:
                 raise ProbeFailed("certificate rejected: the broker closed the connection after the TLS "
