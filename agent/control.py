@@ -107,7 +107,10 @@ class ControlServer:
                 old.close()
 
     def lost(self) -> bool:
-        """The socket file is gone or replaced (the state dir was deleted): ``rebind`` puts it back."""
+        """The socket file is gone or replaced (the state dir was deleted): ``rebind`` puts it back. Never
+        after ``close`` (which removes it on purpose, before the runner's last state-dir checks)."""
+        if self._closed.is_set():
+            return False
         try:
             st = self.path.stat()
         except OSError:
@@ -120,13 +123,14 @@ class ControlServer:
         return "bound again"
 
     def close(self) -> None:
+        mine = not self.lost()  # do not remove a socket file another agent bound since
         self._closed.set()
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        if not self.lost():
+        if mine and self._identity is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()
 

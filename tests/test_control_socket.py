@@ -67,3 +67,11 @@ def test_bad_requests_are_answered(tmp_path):
         assert b'"status":"error"' in reply and b"bad request" in reply
     finally:
         server.close()
+
+
+def test_closed_means_not_lost(tmp_path):
+    """The runner closes the socket before its last state-dir checks: a removed socket is then no loss."""
+    server = ControlServer(tmp_path, handler)
+    server.start()
+    server.close()
+    assert not socket_path(tmp_path).exists() and not server.lost()
