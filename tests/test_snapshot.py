@@ -227,3 +227,14 @@ def test_the_running_agent_answers_on_the_node_and_through_the_centre(tmp_path, 
             "the agent's connection was not disturbed"
     finally:
         col.close()
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path):
+    res = subprocess.run(cli("snapshot", "--annotate", str(tmp_path / "x.jpg"), "--source", str(tmp_path / "none.png"),
+                             "--state-dir", str(tmp_path / "state")), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "none.png" in res.stderr
+    assert not (tmp_path / "x.jpg").exists()
+    res = subprocess.run(cli("centre", "command", "n1", "ping", "--annotate", "--mqtt", "mqtt://127.0.0.1:1"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "snapshot" in res.stderr and len(res.stderr.strip().splitlines()) == 1
