@@ -156,7 +156,7 @@ class Agent:
         self.engine = EventEngine(cfg, boot_id=self.boot_id, model=self.detector.model_ref)
         self.gate = MotionGate(cfg.motion)
         versions = Versions(agent=__version__, model=f"{self.detector.model_ref.name}@{self.detector.sha256[:12]}")
-        caps = ["events", "thumbs", "snapshot", "config", f"model:{self.detector.layout.kind}",
+        caps = ["events", "thumbs", "snapshot", "snapshot:annotate", "config", f"model:{self.detector.layout.kind}",
                 f"source:{cfg.source.kind}"]
         self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
                                    on_command=self._on_command, config=self.owner)

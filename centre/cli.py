@@ -111,6 +111,10 @@ def centre_command(
     got = exchange(opts, node_id, op, parsed, timeout=timeout, picture=bool(annotate or out))
     res = got.reply
     typer.echo(res.model_dump_json(exclude_none=True))
+    if annotate and res.status == "ok" and not (isinstance(res.result, dict) and res.result.get("annotated")):
+        # an agent from before annotated snapshots ignores the argument and sends the plain picture
+        typer.echo(f"{node_id}: the node did not annotate the picture (its agent predates snapshot:annotate)",
+                   err=True)
     if got.picture is not None:
         path = out or Path(f"{node_id}-snapshot-{str(res.result['topic']).rsplit('/', 1)[-1]}.jpg")
         write_atomic(path, got.picture)

@@ -216,3 +216,50 @@ def test_disk_for_the_outbox(small_fs, tmp_path):
     assert check.status == "ok"
     # a big disk elsewhere with the defaults
     assert disk_check(build_config({"state_dir": str(tmp_path / "state")})).status in ("ok", "warn")
+
+
+def test_the_probe_keeps_the_nodes_session_and_its_queued_commands(tmp_path, broker):
+    """Connecting as the node must not cost the node anything: the broker's session (subscriptions, a command
+    queued while the agent was away) is there for the agent afterwards, the command not consumed."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from tests.transport_util import publish
+
+    topic = f"edgecam/v1/{NODE}/cmd/req"
+    got: list[bytes] = []
+    present: list[bool] = []
+
+    def node_session() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=NODE, protocol=mqtt.MQTTv5)
+        c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
+        c.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        assert wait_until(lambda: present, 10)
+        return c
+
+    agent = node_session()
+    agent.subscribe(topic, qos=1)
+    assert wait_until(lambda: broker.subacks_to(NODE) >= 1, 10)
+    agent.disconnect()
+    agent.loop_stop()
+    publish(broker.port, topic, b'{"cmd_id": "queued", "op": "ping"}')  # the agent is away: the broker queues it
+
+    cfg = build_config({"node_id": NODE, "state_dir": str(tmp_path / "state"),
+                        "mqtt": {"url": broker.url, "session_expiry_s": 3600}})
+    check = broker_check(cfg, identity_files(cfg))
+    assert "CONNACK success" in check.detail and check.status == "warn"  # plain MQTT: reachable, not mTLS
+
+    present.clear()
+    agent = node_session()
+    try:
+        assert present == [True], "the session survived the doctor's connection"
+        assert wait_until(lambda: got == [b'{"cmd_id": "queued", "op": "ping"}'], 10), got
+    finally:
+        agent.disconnect()
+        agent.loop_stop()
