@@ -24,7 +24,10 @@ DEFAULT_MQTTS_PORT = 8883
 
 def default_mqtt_url(enrol_url: str) -> str:
     """The agent's broker: the enrolment listener's host on the mTLS port."""
-    addr = parse_mqtt_url(enrol_url, "--broker")
+    try:
+        addr = parse_mqtt_url(enrol_url, "--broker")
+    except ValueError as exc:
+        raise CardError(str(exc)) from None
     host = f"[{addr.host}]" if ":" in addr.host else addr.host
     return f"mqtts://{host}:{DEFAULT_MQTTS_PORT}"
 

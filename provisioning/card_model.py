@@ -58,7 +58,7 @@ class CardProvision(BaseModel):
     def _url(cls, v: str) -> str:
         try:
             parse_mqtt_url(v, "broker URL")
-        except EdgecamError as exc:
+        except (EdgecamError, ValueError) as exc:
             raise ValueError(str(exc)) from None
         return v
 
