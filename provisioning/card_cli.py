@@ -47,7 +47,8 @@ def card(
 def firstboot(
     boot: Path = typer.Option(Path("/boot/firmware"), "--boot", help="Where the card's boot partition is."),
     root: Path = typer.Option(Path("/"), "--root", help="The node's root (a fixture tree in tests)."),
-    edgecam: str | None = typer.Option(None, "--edgecam", envvar="EDGECAM_FIRSTBOOT_CLI",
+    # no envvar: EDGECAM_* variables are agent config (an unknown one would stop `edgecam run`)
+    edgecam: str | None = typer.Option(None, "--edgecam",
                                        help="Command that runs the edgecam CLI for `provision enrol`."),
 ) -> None:
     """First boot from the card: node config, enrolment, token off the card, agent enabled (idempotent)."""
