@@ -114,14 +114,18 @@ def test_watchdog_is_fed_by_frames_and_stops_when_the_camera_stalls(tmp_path, pr
            "FAKE_PICAMERA2_STALL_AFTER": "40", "FAKE_PICAMERA2_STALLED": str(stalled),
            "PYTHONPATH": os.pathsep.join([str(shim), str(repo)])}
     env.pop("WATCHDOG_PID", None)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+    log = tmp_path / "agent.log"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server, open(log, "wb") as err:
         server.bind(str(sock_path))
         proc = processes.popen(
             [sys.executable, "-m", "agent.cli", "run", "--source", "picamera2:0", "--mqtt", "mqtt://127.0.0.1:9",
              "--node-id", "wd-test", "--state-dir", str(tmp_path / "state"), "--no-motion"],
-            env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=err)
         server.settimeout(120)
-        first = server.recv(4096)
+        try:
+            first = server.recv(4096)
+        except TimeoutError:
+            raise AssertionError(f"no READY=1 (exit {proc.poll()}): {log.read_text()[-2000:]}") from None
         assert first.split(b"\n")[0] == b"READY=1", first
         server.settimeout(60)
         assert server.recv(4096) == b"WATCHDOG=1"  # frames went through the pipeline
