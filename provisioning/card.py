@@ -34,10 +34,15 @@ def default_mqtt_url(enrol_url: str) -> str:
 
 def provision_card(boot: Path, node_id: str, enrol_url: str, token: str, ca_cert: Path,
                    mqtt_url: str | None = None, wifi: Wifi | None = None,
-                   node_config: Path | None = None) -> tuple[ImageKind, list[Path]]:
+                   node_config: Path | None = None, plain: bool = False) -> tuple[ImageKind | None, list[Path]]:
     """Write the card; returns the image kind found and the files written. Refuses (``CardError``) before
-    writing anything when the card, the CA or the node config is unusable."""
-    kind = detect_kind(boot)
+    writing anything when the card, the CA or the node config is unusable. ``plain``: any folder (a USB stick
+    for a Jetson, which has no first-boot files), only the provision files are written."""
+    if plain and not boot.is_dir():
+        raise CardError(f"{boot}: not a folder")
+    if plain and wifi is not None:
+        raise CardError("--wifi needs a Raspberry Pi OS boot partition (configure a Jetson's network in oem-config)")
+    kind = None if plain else detect_kind(boot)
     try:
         pem = ca_cert.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -52,7 +57,7 @@ def provision_card(boot: Path, node_id: str, enrol_url: str, token: str, ca_cert
         raise CardError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     if not token.strip():
         raise CardError("--token is empty (mint one with `edgecam provision token NODE_ID --ca CA`)")
-    written = write_image_files(boot, kind, node_id, wifi)
+    written = write_image_files(boot, kind, node_id, wifi) if kind is not None else []
     if config_text is not None:
         write_card_file(boot / NODE_CONFIG_FILE, config_text)
         written.append(boot / NODE_CONFIG_FILE)

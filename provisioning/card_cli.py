@@ -21,6 +21,7 @@ def card(
     wifi_psk: str | None = typer.Option(None, "--wifi-psk", help="Wi-Fi passphrase (8-63) or 64-hex PSK."),
     wifi_country: str | None = typer.Option(None, "--wifi-country", help="Regulatory domain, e.g. VN, DE."),
     config: Path | None = typer.Option(None, "--config", help="A full agent config to install as node.toml."),
+    plain: bool = typer.Option(False, "--plain", help="Any folder (a USB stick for a Jetson): provision file only."),
 ) -> None:
     """Prepare a flashed Raspberry Pi OS card: edgecam-provision.toml plus cloud-init or firstrun.sh."""
     from provisioning.card import provision_card
@@ -37,8 +38,9 @@ def card(
         raise CardError("--wifi-ssid and --wifi-psk go together")
     net = Wifi(wifi_ssid, wifi_psk, wifi_country) if wifi_ssid is not None and wifi_psk is not None else None
     kind, written = provision_card(boot, node_id, broker, token, ca_cert, mqtt_url=mqtt, wifi=net,
-                                   node_config=config)
-    typer.echo(f"{boot}: {kind} image")
+                                   node_config=config, plain=plain)
+    typer.echo(f"{boot}: {kind} image" if kind else f"{boot}: provision file only (run `edgecam provision firstboot "
+               f"--boot` on the node with this folder)")
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo("the node enrols at first boot; read edgecam-firstboot.log on this card afterwards")

@@ -126,3 +126,13 @@ def test_card_refusals_are_one_line(tmp_path, ca_cert, args, message):
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (boot / PROVISION_FILE).exists()
+
+
+def test_plain_folder_for_a_jetson_gets_the_provision_file_only(tmp_path, ca_cert):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    kind, written = provision_card(stick, NODE, ENROL, TOKEN, ca_cert, plain=True)
+    assert kind is None and written == [stick / PROVISION_FILE]
+    assert read_provision(stick / PROVISION_FILE).token.get_secret_value() == TOKEN
+    with pytest.raises(CardError, match="--wifi needs a Raspberry Pi OS boot partition"):
+        provision_card(stick, NODE, ENROL, TOKEN, ca_cert, plain=True, wifi=WIFI)
