@@ -77,6 +77,7 @@ class Counters:
     first_frame_t: float | None = None  # monotonic, when the first frame's processing began
     last_frame_t: float | None = None  # monotonic, when the newest frame's processing ended
     first_done_t: float | None = None  # monotonic, when the first frame's processing ended
+    done: int = 0  # frames whose post-processing ended (what feeds systemd's watchdog)
 
 
 class Agent:
@@ -358,6 +359,7 @@ class Agent:
         c.engine_ms += (time.thread_time() - t1) * 1e3
         self._submit(out)
         c.last_frame_t = time.monotonic()
+        c.done += 1
         if c.first_done_t is None:
             c.first_done_t = c.last_frame_t
 
@@ -403,9 +405,19 @@ class Agent:
                 self.transport.publish_health(self._health())
             except Exception as exc:  # health is best effort; the pipeline must not stop for it
                 log.warning("health not published: %s", exc)
-        if self._watchdog and now >= self._next_watchdog:
-            self._next_watchdog = now + self._watchdog
-            sd_notify("WATCHDOG=1")
+        self._feed_watchdog(now)
+
+    def _feed_watchdog(self, now: float) -> None:
+        """``WATCHDOG=1`` only when frames got through the whole pipeline since the last ping.
+
+        Fed by frame progress, never by a timer: a camera that stops delivering, a source that ended, a hung
+        interpreter or post-processing thread all stop the pings, and systemd restarts the agent after
+        ``WatchdogSec`` (a restart reopens the camera, which is the recovery a stalled CSI/RTSP stream needs)."""
+        if not self._watchdog or now < self._next_watchdog or self.counters.done == self._watchdog_done:
+            return
+        self._watchdog_done = self.counters.done
+        self._next_watchdog = now + self._watchdog
+        sd_notify("WATCHDOG=1")
 
     def _check_state_dir(self) -> None:
         try:
@@ -427,6 +439,7 @@ class Agent:
         self.capture.start()
         self._watchdog = watchdog_period_s()
         self._next_watchdog = 0.0
+        self._watchdog_done = 0
         sd_notify("READY=1", f"STATUS=running {self.source.describe()}")
         log.info("edgecam %s node %s: %s → %s (%s) → %s", __version__, self.cfg.node_id, self.source.describe(),
                  self.detector.resolved.file, self.detector.layout.describe(), self.cfg.mqtt.url)

@@ -1,4 +1,4 @@
-"""Provisioning subcommands mounted on the ``edgecam`` CLI (``ca``, ``broker-config``).
+"""Provisioning subcommands mounted on the ``edgecam`` CLI (``ca``, ``broker-config``, ``provision``).
 
 Imports of cryptography, paho and sqlite happen inside the commands so ``edgecam --help`` stays fast.
 """
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+provision_app = typer.Typer(help="Node provisioning: flashed cards, first boot, enrolment.", no_args_is_help=True)
 ca_app = typer.Typer(help="The node CA: broker, centre and node certificates (EC P-256).", no_args_is_help=True)
 
 
@@ -97,5 +98,9 @@ def broker_config(
 
 def register(app: typer.Typer) -> None:
     """Mount the provisioning command groups on the root app."""
+    from provisioning.card_cli import add_card_commands
+
+    add_card_commands(provision_app)
+    app.add_typer(provision_app, name="provision")
     app.add_typer(ca_app, name="ca")
     app.command("broker-config")(broker_config)
