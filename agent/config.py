@@ -34,7 +34,7 @@ else:  # pragma: no cover - Python 3.10 (Jetson JetPack 6)
 ENV_PREFIX = "EDGECAM_"
 #: variables with the prefix that are not config fields: the config file's path, and the scripts' and tests'
 #: own settings (a node whose unit or shell sets one must still start)
-ENV_NOT_CONFIG = frozenset({"EDGECAM_CONFIG", "EDGECAM_VENV", "EDGECAM_SHARED_DATA"})
+ENV_NOT_CONFIG = frozenset({"EDGECAM_CONFIG", "EDGECAM_VENV", "EDGECAM_SHARED_DATA", "EDGECAM_FREE_PORTS"})
 Point = tuple[float, float]
 
 

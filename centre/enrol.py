@@ -7,8 +7,9 @@ renewal the broker has already authenticated the node (the ACL lets it publish o
 so the worker checks the CSR, that the node still holds a live certificate, and the rate limit. Refusals
 carry their reason on the reply and in the log.
 
-With ``broker_dir`` it also keeps the enrolment listener's password file in step with the claim store (new
-tokens in, long-expired ones out) and sends Mosquitto SIGHUP (through its ``pid_file``) when it changed.
+It also keeps the enrolment listener's password file in step with the claim store (new tokens in, long-expired
+ones out) and sends Mosquitto SIGHUP (through its ``pid_file``) when it changed: in ``broker_dir``, or else in
+every broker folder ``broker-config --enrol-port`` wrote from this CA (``CA/claims/brokers.txt``).
 """
 
 from __future__ import annotations
@@ -195,8 +196,13 @@ def run_worker(opts: MqttOptions, ca_dir: Path, broker_dir: Path | None = None, 
                sync_every_s: float = 1.0, days: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT; prints one ``ready`` line once subscribed."""
     worker = EnrolWorker(ca_dir, rate, days)
-    sync = PasswordSync(worker.claims, broker_dir) if broker_dir is not None else None
-    if sync is not None:
+    dirs = [Path(broker_dir)] if broker_dir is not None else worker.claims.broker_dirs()
+    syncs = [PasswordSync(worker.claims, d) for d in dirs]
+    if not syncs:
+        log.warning("no broker folder to keep enrol.passwd in (run `edgecam broker-config --enrol-port` from this "
+                    "CA on this host, or give --broker-dir): claims minted now cannot log in")
+    for sync in syncs:
+        log.info("keeping %s current", sync.passwd)
         sync.sync()
     client = make_client(opts)
     subscribed = threading.Event()
@@ -226,7 +232,7 @@ def run_worker(opts: MqttOptions, ca_dir: Path, broker_dir: Path | None = None, 
     print(f"enrolment worker ready on {opts.url}", flush=True)
     try:
         while not stop.wait(sync_every_s):
-            if sync is not None:
+            for sync in syncs:
                 with contextlib.suppress(OSError):
                     sync.sync()
     finally:

@@ -231,7 +231,9 @@ def write_broker_config(ca_dir: Path, port: int, out_dir: Path, *, bind: str | N
         write_atomic(files.loopback_acl, loopback_acl_text())
     if files.enrol_acl is not None and files.enrol_passwd is not None:
         write_atomic(files.enrol_acl, enrol_acl_text())
-        write_atomic(files.enrol_passwd, ClaimStore(ca.dir).password_file(), mode=0o600)
+        claims = ClaimStore(ca.dir)
+        write_atomic(files.enrol_passwd, claims.password_file(), mode=0o600)
+        claims.register_broker(out)  # so `centre enrol` on this host keeps enrol.passwd current unasked
     write_atomic(files.conf, config_text(
         port, files, bind=bind, limits=limits,
         persistence_dir=persistence_dir if persistence_dir is not None else out / "data",

@@ -28,6 +28,9 @@ from agent.contract.ids import node_id_problem
 from provisioning.ca import CaError, CaFiles
 
 CLAIMS = "claims"
+#: broker folders ``broker-config --enrol-port`` wrote from this CA, one a line: where the worker keeps
+#: ``enrol.passwd`` current when it is not told (``centre enrol --broker-dir``)
+BROKERS = "brokers.txt"
 CLAIM_ID = re.compile(r"[0-9a-f]{16}")
 _TOKEN = re.compile(r"([0-9a-f]{16})\.([A-Za-z0-9_-]{43})")
 _TTL = re.compile(r"(\d+)\s*([smhd])")
@@ -172,6 +175,24 @@ class ClaimStore:
             fh.flush()
             os.fsync(fh.fileno())
         fsync_dir(self.dir)
+
+    def register_broker(self, broker_dir: Path) -> None:
+        """Remember a broker folder with an enrolment listener (``broker-config --enrol-port``)."""
+        known = self.broker_dirs(existing=False)
+        path = Path(broker_dir).resolve()
+        if path not in known:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.chmod(0o700)
+            write_atomic(self.dir / BROKERS, "".join(f"{p}\n" for p in [*known, path]), mode=0o600)
+
+    def broker_dirs(self, existing: bool = True) -> list[Path]:
+        """The registered broker folders (by default only those still holding a broker config)."""
+        try:
+            lines = (self.dir / BROKERS).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        dirs = [Path(line) for line in dict.fromkeys(lines) if line.strip()]
+        return [d for d in dirs if not existing or (d / "mosquitto.conf").is_file()]
 
     def records(self) -> list[ClaimRecord]:
         if not self.dir.is_dir():

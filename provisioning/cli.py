@@ -124,8 +124,10 @@ def broker_config(
 
 def register(app: typer.Typer) -> None:
     """Mount the provisioning command groups on the root app."""
+    from provisioning.card_cli import add_card_commands
     from provisioning.provision_cli import provision_app
 
+    add_card_commands(provision_app)
     app.add_typer(ca_app, name="ca")
     app.add_typer(provision_app, name="provision")
     app.command("broker-config")(broker_config)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-provision_app = typer.Typer(help="Node identity: claim tokens, enrolment (online/offline), renewal.",
-                            no_args_is_help=True)
+provision_app = typer.Typer(help="Node provisioning: flashed cards, first boot, enrolment (claim tokens, "
+                                 "online/offline), renewal.", no_args_is_help=True)
 
 STATE_DIR_HELP = "The node's state dir; the identity goes to STATE_DIR/identity/."
 

@@ -151,3 +151,15 @@ def test_renewal_needs_a_live_certificate_and_its_own_id(ca: Path) -> None:
     assert reply.status == "refused" and "holds no live certificate" in (reply.reason or "")
     _, reply = worker.handle("edgecam/v1/cam-8/cert/csr", req.model_dump_json().encode())
     assert reply.status == "refused" and "renews only itself" in (reply.reason or "")
+
+
+def test_broker_folders_are_registered_once_and_listed_while_they_exist(ca: Path, tmp_path: Path) -> None:
+    store = ClaimStore(ca)
+    assert store.broker_dirs() == []
+    for d in (tmp_path / "b1", tmp_path / "b2", tmp_path / "b1"):
+        d.mkdir(exist_ok=True)
+        (d / "mosquitto.conf").write_text("")
+        store.register_broker(d)
+    assert store.broker_dirs() == [(tmp_path / "b1").resolve(), (tmp_path / "b2").resolve()]
+    (tmp_path / "b2" / "mosquitto.conf").unlink()
+    assert store.broker_dirs() == [(tmp_path / "b1").resolve()]

@@ -2,8 +2,9 @@
 
 One broker for the module, made by ``broker-config`` with ``--enrol-port``: the mTLS listener with the
 generated ACL, and the enrolment listener (server certificate, claim credentials from ``enrol.passwd``,
-``enrol.acl``). One enrolment worker (``edgecam centre enrol`` as a subprocess, main centre identity) keeps
-that password file current and answers. Nodes enrol with the real ``edgecam provision …`` commands.
+``enrol.acl``). One enrolment worker (``edgecam centre enrol`` as a subprocess, main centre identity, no
+``--broker-dir``: it finds the folder broker-config registered in the CA) keeps that password file current
+and answers. Nodes enrol with the real ``edgecam provision …`` commands.
 Observers use a second centre identity (the broker allows one connection per CN).
 """
 
@@ -106,8 +107,7 @@ def env(tmp_path_factory):
         log = root / "worker.log"
         with open(log, "w") as out:
             worker = started.popen(cli("centre", "enrol", "--mqtt", f"mqtts://127.0.0.1:{port}", "--ca", pki.ca_dir,
-                                       "--tls-ca", centre.ca_cert, "--tls-cert", centre.cert, "--tls-key", centre.key,
-                                       "--broker-dir", files.conf.parent),
+                                       "--tls-ca", centre.ca_cert, "--tls-cert", centre.cert, "--tls-key", centre.key),
                                    stdout=out, stderr=subprocess.STDOUT)
         assert wait(lambda: "enrolment worker ready" in log.read_text() or worker.poll() is not None, 30), \
             log.read_text()

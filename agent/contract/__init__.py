@@ -40,6 +40,7 @@ from agent.contract.payloads import (
     ModelRef,
     OutboxRecovered,
     Payload,
+    SnapshotArgs,
     State,
     ThumbRef,
     UtcTime,
@@ -52,7 +53,7 @@ __all__ = [
     "BY_KEY", "CENTRE", "CHANNELS", "CLAIM", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN",
     "RESERVED_NODE_IDS", "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse",
     "ConfigDesired", "ConfigReported", "Dropped", "EnrolReply", "EnrolRequest", "Event", "Health", "ModelRef",
-    "NodeId", "OutboxRecovered", "Payload", "State", "ThumbRef", "Topics", "UtcTime", "Versions",
+    "NodeId", "OutboxRecovered", "Payload", "SnapshotArgs", "State", "ThumbRef", "Topics", "UtcTime", "Versions",
     "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes", "subscribes",
     "utc_now",
 ]

@@ -167,7 +167,17 @@ class CommandRequest(Payload):
 
     cmd_id: str = Field(min_length=1, max_length=128)
     op: Literal["ping", "snapshot", "get_config", "set_log_level", "restart"]
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "Per op: snapshot {annotate: bool = false} (true: detections, zones and masks drawn on the picture; "
+        "the JPEG goes on thumbs/{id} under the thumbnail byte budget either way, the reply's result names "
+        "the topic and, when annotated, lists the detections drawn); set_log_level {level: DEBUG|INFO|"
+        "WARNING|ERROR}; the other ops take none"))
+
+
+class SnapshotArgs(Payload):
+    """``args`` of the ``snapshot`` command (also what ``edgecam snapshot`` asks the running agent)."""
+
+    annotate: bool = False
 
 
 class CommandResponse(Payload):
