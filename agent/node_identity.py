@@ -9,8 +9,8 @@ now, and its public key is the pending key's. The key waits in ``identity/pendin
 so a failed or refused enrolment never touches a working identity.
 
 Install order: ``ca.crt``, ``node.crt``, then the key renamed over ``node.key``, each atomic. A crash between
-the last two leaves a certificate whose key is still ``pending.key``; the next ``install-cert``/``renew``
-finishes it (:func:`finish_interrupted_install`).
+the last two leaves a certificate whose key is still ``pending.key``; the agent's next start (before it
+connects) or the next ``provision renew`` finishes it (:func:`finish_interrupted_install`).
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import MqttConfig
 from agent.contract import EnrolReply, Topics
+from agent.errors import ConfigError
 from agent.identity import IdentityPaths
 from agent.node_identity import install, load_pinned_ca, make_csr
-from agent.transport.cert_renewal import CertRenewal
+from agent.transport.cert_renewal import CertRenewal, finish_install
+from agent.transport.mqtt_client import tls_context
 from centre.enrol import EnrolWorker
 from provisioning.ca import CaFiles, CertificateAuthority, init_ca, load_cert
 
@@ -98,3 +100,18 @@ def test_a_refusal_is_logged_and_nothing_changes(node, caplog) -> None:
                  .encode())
     assert "certificate renewal refused by the centre: node 'cam-1' is revoked" in caplog.text
     assert paths.cert.read_bytes() == old and r.renewed == 0
+
+
+def test_an_install_cut_off_before_the_key_rename_is_finished_before_connecting(node) -> None:
+    """Power lost after node.crt was replaced but before pending.key became node.key: the next start repairs it
+    (else the handshake fails on a certificate that does not match the key)."""
+    ca_dir, paths = node
+    csr = make_csr(paths, "cam-1")
+    cert = CertificateAuthority.load(ca_dir).sign_csr(csr, "cam-1")
+    paths.cert.write_bytes(cert.public_bytes(Encoding.PEM))  # the crash: the key was not renamed yet
+    cfg = MqttConfig(url="mqtts://broker:8883", tls_ca=paths.ca_cert, tls_cert=paths.cert, tls_key=paths.key)
+    with pytest.raises(ConfigError):
+        tls_context(cfg)
+    finish_install(cfg, paths)
+    assert tls_context(cfg) is not None and not (paths.dir / "pending.key").exists()
+    finish_install(cfg, paths)  # nothing left to do: no change

@@ -23,12 +23,24 @@ from agent.config import MqttConfig
 from agent.contract import EnrolReply, EnrolRequest, Topics
 from agent.errors import EdgecamError
 from agent.identity import IdentityPaths
-from agent.node_identity import install, load_pinned_ca, make_csr, not_after
+from agent.node_identity import finish_interrupted_install, install, load_pinned_ca, make_csr, not_after
 
 log = logging.getLogger(__name__)
 
 #: after a refused or unanswered request, and between checks while connected
 RETRY_S = 3600.0
+
+
+def owns(cfg: MqttConfig, paths: IdentityPaths) -> bool:
+    """Whether the connection uses the identity provisioning installed (the agent may renew and repair it)."""
+    return cfg.tls_cert == paths.cert and cfg.tls_key == paths.key
+
+
+def finish_install(cfg: MqttConfig, paths: IdentityPaths) -> None:
+    """Before connecting: a renewal cut off between installing ``node.crt`` and renaming its key (power loss)
+    is finished, or the first TLS handshake would fail on a certificate that does not match ``node.key``."""
+    if owns(cfg, paths) and finish_interrupted_install(paths):
+        log.warning("certificate renewal: finished an install interrupted before its key was renamed")
 
 
 class CertRenewal:
@@ -38,7 +50,7 @@ class CertRenewal:
                  publish: Callable[[str, bytes], object], clock: Callable[[], float] = time.monotonic) -> None:
         self.paths, self.topics, self.publish, self.clock = paths, topics, publish, clock
         self.before = dt.timedelta(days=cfg.renew_before_days)
-        self.enabled = cfg.renew_before_days > 0 and cfg.tls_cert == paths.cert and cfg.tls_key == paths.key
+        self.enabled = cfg.renew_before_days > 0 and owns(cfg, paths)
         self._request_id: str | None = None
         self._next_check = 0.0
         self.renewed = 0

@@ -31,7 +31,7 @@ from agent.config import AgentConfig
 from agent.config_owner import ConfigOwner
 from agent.contract import CentreState, CommandRequest, ConfigReported, Event, Health, State, Topics, Versions, utc_now
 from agent.identity import IdentityPaths
-from agent.transport.cert_renewal import CertRenewal
+from agent.transport.cert_renewal import CertRenewal, finish_install
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
 from agent.transport.mqtt_client import MqttLink
@@ -97,6 +97,7 @@ class Transport:
         self.config_sync = ConfigSync(self.config)
         self.health_period_s = cfg.health.period_s
         self._next_health = math.inf
+        finish_install(cfg.mqtt, IdentityPaths(state_dir))
         self.link = MqttLink(cfg.mqtt, cfg.node_id, self)
         self.renewal = CertRenewal(cfg.mqtt, IdentityPaths(state_dir), self.topics,
                                    lambda topic, payload: self.link.publish(topic, payload, qos=1))
