@@ -1,12 +1,11 @@
 """The node's side of its identity: a key made on the node, its CSR, and the checked install of a certificate.
 
 Node runtime code (the agent renews its own certificate, ``agent.transport.cert_renewal``) that the
-provisioning commands use too: online enrolment, offline ``provision csr`` / ``install-cert`` and renewal
-alike, so all of them verify
-the same way before anything is installed: the certificate chains to the *pinned* CA (the ``ca.crt`` the
-technician brought, never a chain the network sent), its CN is the node id, it is a client certificate valid
-now, and its public key is the pending key's. The key waits in ``identity/pending.key`` (0600) until then,
-so a failed or refused enrolment never touches a working identity.
+provisioning commands use too (online enrolment, offline ``provision csr`` / ``install-cert``, renewal), so
+all of them verify the same way before anything is installed: the certificate chains to the *pinned* CA
+(the ``ca.crt`` the technician brought, never a chain the network sent), its CN is the node id, it is a
+client certificate valid now, and its public key is the pending key's. The key waits in
+``identity/pending.key`` (0600) until then, so a failed or refused enrolment never touches a working identity.
 
 Install order: ``ca.crt``, ``node.crt``, then the key renamed over ``node.key``, each atomic. A crash between
 the last two leaves a certificate whose key is still ``pending.key``; the agent's next start (before it
