@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,12 +64,18 @@ def cli_enrol(edgecam: list[str]) -> Enrol:
     """Enrol by running ``edgecam provision enrol`` (``edgecam``: the command that starts the CLI)."""
 
     def enrol(req: EnrolRequest) -> str | None:
-        cmd = [*edgecam, "provision", "enrol", "--claim", req.token, "--mqtt", req.url, "--ca-cert",
-               str(req.ca_cert), "--state-dir", str(req.state_dir), "--node-id", req.node_id]
+        # the token goes in a 0600 file (``--claim @FILE``), not on the command line any local user can read
+        fd, token_file = tempfile.mkstemp(prefix="edgecam-claim-")
         try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(req.token + "\n")
+            cmd = [*edgecam, "provision", "enrol", "--claim", f"@{token_file}", "--mqtt", req.url, "--ca-cert",
+                   str(req.ca_cert), "--state-dir", str(req.state_dir), "--node-id", req.node_id]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=ENROL_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"enrolment command did not run: {exc}"
+        finally:
+            Path(token_file).unlink(missing_ok=True)
         if res.returncode == 0:
             return None
         lines = [ln.strip() for ln in (res.stderr + "\n" + res.stdout).splitlines() if ln.strip()]

@@ -159,7 +159,7 @@ CHANNELS: tuple[Channel, ...] = (
     _row("centre_state", "centre/state", {CENTRE}, {NODE, CENTRE}, 1, True, CentreState,
          "Centre online state; nodes republish state when it comes online"),
     # enrolment: only on the broker's enrolment listener (claim credentials, enrol.acl), answered by the centre's
-    # enrolment worker on the mTLS listener (docs/PROVISIONING-enrol.md)
+    # enrolment worker on the mTLS listener (docs/PROVISIONING.md (Enrolment))
     _row("enrol_csr", "enrol/{claim_id}/csr", {CLAIM}, {CENTRE}, 1, False, EnrolRequest,
          "A node without a certificate asks for one: claim token + CSR (CN = node id); single use"),
     _row("enrol_cert", "enrol/{claim_id}/cert", {CENTRE}, {CLAIM}, 1, False, EnrolReply,

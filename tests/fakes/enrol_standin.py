@@ -55,6 +55,8 @@ def main() -> None:
     if not a.ca_cert.is_file():
         fail(f"--ca-cert {a.ca_cert}: no such file")
     reach_broker(a.mqtt, a.ca_cert)
+    if a.claim.startswith("@"):  # as the real command: the token from a file, out of `ps`
+        a.claim = Path(a.claim[1:]).read_text().strip()
     tokens = Path(os.environ["STANDIN_TOKENS"])
     used = tokens.with_name(tokens.name + ".used")
     if a.claim not in tokens.read_text().split():
