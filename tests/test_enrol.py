@@ -11,6 +11,7 @@ Observers use a second centre identity (the broker allows one connection per CN)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -178,13 +179,17 @@ def test_online_enrolment_end_to_end_then_run_uses_the_installed_identity(env: E
     watcher = Client(env.broker.port, env.observer, "watcher")
     try:
         watcher.subscribe("edgecam/v1/cam-on/#")  # a subscriber for every row, so the agent's outbox drains
+        # a whole finite scene (not a frame count: on a loaded machine the first few frames may make no event)
+        summary = tmp_path / "summary.json"
         run = subprocess.run(cli("run", "--state-dir", tmp_path / "state", "--node-id", "cam-on", "--mqtt", env.mqtts,
-                                 "--source", "synthetic:?width=320&height=240", "--max-frames", "3"),
+                                 "--source", "synthetic:?seed=5&duration_s=4&width=320&height=240", "--until-eof",
+                                 "--summary-json", summary),
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert wait(lambda: {"edgecam/v1/cam-on/state", "edgecam/v1/cam-on/events"} <= set(watcher.topics())), \
-            watcher.topics()
-        assert "outbox not empty at exit" not in run.stderr
+        made = json.loads(summary.read_text())
+        assert made["events"] > 0 and made["published"] == made["events"], made  # --until-eof flushed them all
+        assert wait(lambda: "edgecam/v1/cam-on/state" in watcher.topics()
+                    and watcher.topics().count("edgecam/v1/cam-on/events") >= made["events"]), watcher.topics()
     finally:
         watcher.close()
 
