@@ -1,6 +1,6 @@
 """The ``edgecam`` command line: one console script, subcommands per audience.
 
-Node: ``run``, ``bench``, ``doctor``. Maintainers: ``model …``, ``release …``, ``contract export``.
+Node: ``run``, ``snapshot``, ``doctor``, ``bench``. Maintainers: ``model …``, ``release …``, ``contract export``.
 Technicians and the centre: ``ca …``, ``broker-config``, ``provision …``, ``centre …``.
 Heavy imports (numpy, LiteRT, paho) happen inside commands so ``edgecam --help`` starts fast.
 """
@@ -28,7 +28,7 @@ app = typer.Typer(
 
 PLUGIN_GROUP = "edgecam.commands"
 #: what runs on the node; these never load the tools' command groups
-NODE_COMMANDS = frozenset({"run", "doctor", "contract", "ota"})
+NODE_COMMANDS = frozenset({"run", "snapshot", "doctor", "contract", "ota"})
 
 
 def wants_tools(argv: list[str]) -> bool:
@@ -147,13 +147,64 @@ def run(
 
 
 @app.command()
+def snapshot(
+    out: Path = typer.Argument(..., help="Where to write the JPEG."),
+    annotate: bool = typer.Option(False, "--annotate", help="Draw detections (label, score), zones and masks."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+    source: str | None = typer.Option(None, "--source", help="When no agent runs: the source to open."),
+    model: Path | None = typer.Option(None, "--model", help="When no agent runs: a .tflite or model folder."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label file, one name a line."),
+    threads: int | None = typer.Option(None, "--threads", help="Interpreter threads."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="The agent's state dir (its control socket)."),
+    warmup: float = typer.Option(1.0, "--warmup", min=0, help="When no agent runs: seconds of a live source's "
+                                 "frames to let exposure settle before the one taken."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was taken as JSON (detections included)."),
+) -> None:
+    """The current frame as a JPEG on this node, to aim the camera and check zones (video never leaves it).
+
+    Asks the agent running on the state dir (its control socket) for the newest frame the detector ran on;
+    when no agent runs, opens the configured source and model itself for one frame and one detection."""
+    import json
+
+    from agent.atomic import write_atomic
+    from agent.config import load_config
+    from agent.snapshot import take
+
+    cfg = load_config(config, run_overrides(source, model, labels, threads, None, None, False,
+                                            state_dir=state_dir))
+    result, jpeg = take(cfg, annotate, warmup)
+    write_atomic(out, jpeg)
+    if as_json:
+        typer.echo(json.dumps({**result, "out": str(out), "bytes": len(jpeg)}))
+        return
+    drawn = f", {len(result['detections'])} detection(s) drawn" if annotate else ""
+    typer.echo(f"wrote {out} ({result['frame_w']}x{result['frame_h']}{drawn}; via {result['via']})")
+
+
+@app.command()
 def doctor(
     sysroot: Path = typer.Option(Path("/"), "--sysroot", help="Read sysfs/procfs under this root (tests)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML config file.", envvar="EDGECAM_CONFIG"),
+    mqtt: str | None = typer.Option(None, "--mqtt", help="mqtt://host:port or mqtts://host:port"),
+    node_id: str | None = typer.Option(None, "--node-id", help="Node id (MQTT client id and topic root)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Node certificate for mTLS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Node private key for mTLS."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the identity and the outbox live."),
+    user: str | None = typer.Option(None, "--user", help="The service user the key must belong to "
+                                    "(default: edgecam where it exists, else the current user)."),
+    offline: bool = typer.Option(False, "--offline", help="Skip the broker connection check."),
 ) -> None:
-    """What this node has: board, temperature, throttling, cameras, runtimes, optional hardware packages."""
+    """What this node has (board, temperature, cameras, runtimes) and whether it is fit to run: identity,
+    key permissions and certificate expiry, the broker over mTLS, the clock, disk for the outbox.
+
+    Checks print ok / WARN / FAIL; the exit code is 1 when one failed."""
     import importlib.util
     import platform
 
+    from agent.config import load_config
+    from agent.doctor import exit_code, node_checks, render
+    from agent.doctor.identity import default_service_user
     from agent.thread_priority import realtime_permitted
     from hardware.probes import Probes
 
@@ -178,6 +229,13 @@ def doctor(
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+    cfg = load_config(config, run_overrides(None, None, None, None, mqtt, node_id, False, tls_ca, tls_cert,
+                                            tls_key, state_dir))
+    checks = node_checks(cfg, user or default_service_user(), offline=offline)
+    typer.echo("")
+    for line in render(checks):
+        typer.echo(line)
+    raise typer.Exit(exit_code(checks))
 
 
 @app.command("contract")

@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.contract import CameraId, NodeId
 from agent.errors import ConfigError
+from agent.identity import IdentityPaths
 from agent.redact import SecretUrl
 from agent.section import Section
 from agent.sources.kinds import SOURCES, SyntheticSource
@@ -33,7 +34,7 @@ else:  # pragma: no cover - Python 3.10 (Jetson JetPack 6)
 ENV_PREFIX = "EDGECAM_"
 #: variables with the prefix that are not config fields: the config file's path, and the scripts' and tests'
 #: own settings (a node whose unit or shell sets one must still start)
-ENV_NOT_CONFIG = frozenset({"EDGECAM_CONFIG", "EDGECAM_VENV", "EDGECAM_SHARED_DATA"})
+ENV_NOT_CONFIG = frozenset({"EDGECAM_CONFIG", "EDGECAM_VENV", "EDGECAM_SHARED_DATA", "EDGECAM_FREE_PORTS"})
 Point = tuple[float, float]
 
 
@@ -181,6 +182,9 @@ class MqttConfig(Section):
                                  "delay is uniform in [0, min(backoff_max_s, backoff_min_s * 2^n)]")
     backoff_max_s: float = Field(30.0, gt=0)
     max_inflight: int = Field(20, ge=1)
+    renew_before_days: int = Field(30, ge=0, description="renew the identity provisioning installed in "
+                                   "state_dir/identity over MQTT when its certificate has this many days left "
+                                   "(0: never); files named by tls_cert/tls_key are left alone")
 
     @field_validator("url")
     @classmethod
@@ -285,6 +289,17 @@ class AgentConfig(Section):
         "trial": "it guards the node against a bad config from the centre",
         "ota": "it names the update repository and trust root the node runs code from",
     }
+
+    @model_validator(mode="after")
+    def _installed_identity(self) -> AgentConfig:
+        """``mqtts://`` with no TLS file given: use the identity provisioning installed in the state dir."""
+        m = self.mqtt
+        if (m.tls_ca, m.tls_cert, m.tls_key) == (None, None, None) and parse_mqtt_url(m.url.reveal()).tls:
+            ident = IdentityPaths(self.state_dir)
+            if ident.installed():
+                self.mqtt = m.model_copy(update={"tls_ca": ident.ca_cert, "tls_cert": ident.cert,
+                                                 "tls_key": ident.key})
+        return self
 
     @classmethod
     def needs_restart(cls, name: str) -> bool:

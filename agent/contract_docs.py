@@ -17,6 +17,8 @@ PARAMETERS = {
     "node_id": f"node id: matches {c.NODE_ID_PATTERN}, not one of {', '.join(sorted(c.RESERVED_NODE_IDS))}",
     "event_id": "the event_id of the event whose thumb this is",
     "channel": "an OTA release channel (stable, beta, …): 1-32 of a-z, 0-9, '_' and '-'",
+    "claim_id": "the claim id: the first part of a claim token, and the claim identity's username on the broker's "
+                "enrolment listener",
 }
 
 
@@ -71,7 +73,7 @@ def asyncapi(schemas: dict[str, Any]) -> dict[str, Any]:
                          **({"parameters": params} if params else {}),
                          "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
                          "x-edgecam-publishers": sorted(ch.publishers), "x-edgecam-subscribers": sorted(ch.subscribers)}
-        action = "send" if c.NODE in ch.publishers else "receive"
+        action = "send" if ch.publishers & {c.NODE, c.CLAIM} else "receive"  # a claim is a node before enrolment
         operations[f"{action}{key[0].upper()}{key[1:]}"] = {
             "action": action, "channel": {"$ref": f"#/channels/{key}"},
             "bindings": {"mqtt": {"qos": ch.qos, "retain": ch.retain, "bindingVersion": "0.2.0"}},

@@ -36,11 +36,13 @@ from agent import __version__
 from agent.atomic import write_atomic
 from agent.config import AgentConfig
 from agent.config_owner import Change, ConfigOwner, Consumers
-from agent.contract import CommandRequest, Dropped, Health, OutboxRecovered, Topics, Versions, utc_now
+from agent.contract import CommandRequest, Dropped, Health, OutboxRecovered, SnapshotArgs, Topics, Versions, utc_now
+from agent.control import ControlServer
 from agent.errors import EdgecamError
 from agent.memory import peak_rss_mb
 from agent.serial_worker import WorkerFailed
 from agent.service import sd_notify, setup_logging, watchdog_period_s
+from agent.snapshot import Seen
 from agent.state_dir import StateDirWatch
 from agent.thread_priority import CAPTURE_NICENESS, idle_thread_priority, normal_priority
 from agent.vision.inference_lanes import resolved
@@ -75,6 +77,7 @@ class Counters:
     first_frame_t: float | None = None  # monotonic, when the first frame's processing began
     last_frame_t: float | None = None  # monotonic, when the newest frame's processing ended
     first_done_t: float | None = None  # monotonic, when the first frame's processing ended
+    done: int = 0  # frames whose post-processing ended (what feeds systemd's watchdog)
 
 
 class Agent:
@@ -113,6 +116,9 @@ class Agent:
         self.failed = False
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.last_frame = None
+        #: the newest frame the detector ran on, with its detections (post-processing thread writes it)
+        self.last_seen = None
+        self.control = None
         self._recent_invoke: deque[float] = deque(maxlen=512)
         self._health_frames = 0
         self._health_t = time.monotonic()
@@ -155,7 +161,7 @@ class Agent:
         self.ota = OtaRuntime(cfg, self.opts.config_path)
         versions = Versions(agent=__version__, model=f"{self.detector.model_ref.name}@{self.detector.sha256[:12]}",
                             **self.ota.versions())
-        caps = ["events", "thumbs", "snapshot", "config", f"model:{self.detector.layout.kind}",
+        caps = ["events", "thumbs", "snapshot", "snapshot:annotate", "config", f"model:{self.detector.layout.kind}",
                 f"source:{cfg.source.kind}"]
         self.transport = Transport(cfg, boot_id=self.boot_id, versions=versions, caps=caps,
                                    on_command=self._on_command, config=self.owner, on_ota_nudge=self.ota.nudge)
@@ -189,6 +195,8 @@ class Agent:
         self.state_dir.keep("seq", self.engine.save_seq)
         self.state_dir.keep("config state", self.owner.save_again)
         self.state_dir.keep("command ids", self.transport.commands.recent.save_again)
+        self.control = ControlServer(cfg.state_dir, self._on_control)
+        self.state_dir.keep("control socket", self.control.rebind, lost=self.control.lost)
 
     # ------------------------------------------------------------ called from the MQTT thread
 
@@ -202,29 +210,58 @@ class Agent:
             logging.getLogger().setLevel(level)
             return {"level": level}
         if req.op == "snapshot":
-            return self._snapshot()
+            return self._snapshot(SnapshotArgs.model_validate(req.args).annotate)
         if req.op == "restart":
             self.inbox.put(("restart", None))
             return {"restarting": True}
         raise ValueError(f"op {req.op} is not handled by this node")
 
-    def _snapshot(self) -> dict[str, Any]:
-        """A full-scene JPEG of the newest frame under the thumbnail budget, published on thumbs/{id}."""
-        from agent.events.ids import uuid7
-        from agent.events.thumbnails import Thumbnailer, downscale
+    def _seen(self, annotate: bool):
+        """What a snapshot shows: annotated, the newest frame the detector ran on with its detections (boxes
+        and picture belong together); plain, the newest frame."""
+        from agent.snapshot import Seen
 
+        if annotate:
+            seen = self.last_seen
+            if seen is None:
+                raise ValueError("the detector has not run on a frame yet")
+            return seen
         frame = self.last_frame
         if frame is None:
             raise ValueError("no frame captured yet")
+        return Seen(frame, [])
+
+    def _snapshot(self, annotate: bool = False) -> dict[str, Any]:
+        """A full-scene JPEG (with detections, zones and masks drawn when ``annotate``) under the thumbnail
+        budget, published on thumbs/{id}."""
+        from agent.events.ids import uuid7
+        from agent.events.thumbnails import Thumbnailer
+        from agent.snapshot import describe, picture
+
+        seen = self._seen(annotate)
         encoder = Thumbnailer(self.cfg.thumbnails)
         encoder.set_budget(self.transport.max_payload)
-        thumb = encoder.encode(downscale(frame.image, self.cfg.thumbnails.max_side))
+        thumb = encoder.encode(picture(seen, self.cfg, annotate, self.cfg.thumbnails.max_side))
         if thumb is None:
             raise ValueError("snapshot does not fit the thumbnail byte budget")
         snap_id = uuid7()
         self.transport.publish_snapshot(thumb.jpeg, snap_id)
-        return {"topic": Topics(self.cfg.node_id).thumbs(snap_id), "frame_ts": frame.ts,
+        return {"topic": Topics(self.cfg.node_id).thumbs(snap_id), **describe(seen, annotate),
                 **thumb.ref.model_dump()}
+
+    def _on_control(self, req) -> tuple[dict[str, Any], bytes]:
+        """Control socket thread (``agent.control``): a full-resolution snapshot for a tool on this node, or
+        the link's state for ``edgecam doctor`` (which must not connect as this node while it runs: the
+        broker allows one connection per identity and would drop ours)."""
+        from agent.snapshot import describe, encode_local, picture
+
+        if req.op == "status":
+            link = self.transport.link
+            return {"node_id": self.cfg.node_id, "boot_id": self.boot_id, "mqtt_url": str(self.cfg.mqtt.url),
+                    "connected": link.connected, "last_error": link.last_error, "frames": self.counters.frames}, b""
+        annotate = SnapshotArgs.model_validate(req.args).annotate
+        seen = self._seen(annotate)
+        return describe(seen, annotate), encode_local(picture(seen, self.cfg, annotate))
 
     def _on_config_change(self, change: Change) -> None:
         self.inbox.put(("restart" if change.restart else "config", change))
@@ -344,6 +381,7 @@ class Agent:
         if raw is not None:
             self._recent_invoke.append(raw.invoke_ms)
             dets = self.detector.decode(raw)
+            self.last_seen = Seen(frame, dets)
             t1 = time.thread_time()
             out = self.engine.on_frame(frame, dets)
         else:
@@ -353,6 +391,7 @@ class Agent:
         c.engine_ms += (time.thread_time() - t1) * 1e3
         self._submit(out)
         c.last_frame_t = time.monotonic()
+        c.done += 1
         if c.first_done_t is None:
             c.first_done_t = c.last_frame_t
 
@@ -399,9 +438,19 @@ class Agent:
                 self.transport.publish_health(self._health())
             except Exception as exc:  # health is best effort; the pipeline must not stop for it
                 log.warning("health not published: %s", exc)
-        if self._watchdog and now >= self._next_watchdog:
-            self._next_watchdog = now + self._watchdog
-            sd_notify("WATCHDOG=1")
+        self._feed_watchdog(now)
+
+    def _feed_watchdog(self, now: float) -> None:
+        """``WATCHDOG=1`` only when frames got through the whole pipeline since the last ping.
+
+        Fed by frame progress, never by a timer: a camera that stops delivering, a source that ended, a hung
+        interpreter or post-processing thread all stop the pings, and systemd restarts the agent after
+        ``WatchdogSec`` (a restart reopens the camera, which is the recovery a stalled CSI/RTSP stream needs)."""
+        if not self._watchdog or now < self._next_watchdog or self.counters.done == self._watchdog_done:
+            return
+        self._watchdog_done = self.counters.done
+        self._next_watchdog = now + self._watchdog
+        sd_notify("WATCHDOG=1")
 
     def _check_state_dir(self) -> None:
         try:
@@ -419,9 +468,11 @@ class Agent:
         self.build()
         self.owner.watch(on_change=self._on_config_change)
         self.transport.start()
+        self.control.start()
         self.capture.start()
         self._watchdog = watchdog_period_s()
         self._next_watchdog = 0.0
+        self._watchdog_done = 0
         sd_notify("READY=1", f"STATUS=running {self.source.describe()}")
         log.info("edgecam %s node %s: %s → %s (%s) → %s", __version__, self.cfg.node_id, self.source.describe(),
                  self.detector.resolved.file, self.detector.layout.describe(), self.cfg.mqtt.url)
@@ -447,6 +498,7 @@ class Agent:
 
     def _shutdown(self, source_done: bool) -> int:
         sd_notify("STOPPING=1")
+        self.control.close()
         normal_priority()  # no longer invoking: draining and flushing need no real-time thread
         self.capture.stop()
         if not self.failed:

@@ -13,13 +13,24 @@ import sys
 
 from agent.redact import redact_text
 
+try:  # systemd-python: optional (a C extension built against libsystemd)
+    from systemd.daemon import notify as _systemd_notify
+except ImportError:
+    _systemd_notify = None
+
 
 def sd_notify(*states: str, environ: dict[str, str] | None = None) -> bool:
-    """Send ``READY=1``, ``WATCHDOG=1``, ``STATUS=…`` to systemd; False when not under systemd."""
+    """Send ``READY=1``, ``WATCHDOG=1``, ``STATUS=…`` to systemd; False when not under systemd.
+
+    The one way the agent talks to systemd: through ``systemd.daemon.notify`` when systemd-python is installed
+    (the ``[systemd]`` extra, ``python3-systemd`` on Raspberry Pi OS), else the datagram protocol spoken here.
+    Both read ``NOTIFY_SOCKET``; an explicit ``environ`` always takes the socket path (tests)."""
     env = os.environ if environ is None else environ
     addr = env.get("NOTIFY_SOCKET")
     if not addr:
         return False
+    if environ is None and _systemd_notify is not None:
+        return bool(_systemd_notify("\n".join(states)))
     if addr.startswith("@"):  # abstract namespace
         addr = "\0" + addr[1:]
     try:

@@ -7,15 +7,17 @@ request the node never saw die in the broker instead of running late.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from agent.config import format_validation_error
-from agent.contract import CommandRequest, CommandResponse, Topics, node_id_problem
+from agent.contract import BY_KEY, CommandRequest, CommandResponse, Topics, node_id_problem
 from agent.errors import EdgecamError
 from centre.mqtt import MqttOptions, connect_blocking, make_client
 
@@ -40,6 +42,23 @@ def build_request(op: str, args: dict[str, Any]) -> CommandRequest:
 def send_command(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any],
                  timeout: float = 10.0) -> CommandResponse:
     """Publish the request, wait for the reply with our correlation data, return it validated."""
+    return exchange(opts, node_id, op, args, timeout).reply
+
+
+@dataclass(frozen=True)
+class Exchange:
+    reply: CommandResponse
+    #: the JPEG a ``snapshot`` reply names (``result.topic``), when it was asked for and arrived
+    picture: bytes | None = None
+
+
+def exchange(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any], timeout: float = 10.0,
+             picture: bool = False) -> Exchange:
+    """``send_command``, and with ``picture`` also the JPEG an ok ``snapshot`` reply names.
+
+    The node publishes the picture on ``thumbs/{id}`` through its outbox, so it may arrive before or after
+    the reply: we subscribe to the node's ``thumbs/+`` before sending and keep what comes, then wait for
+    the reply's topic until the same deadline. The picture must match the reply's ``sha256``."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -50,15 +69,20 @@ def send_command(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any],
     topics = Topics(node_id)
     client = make_client(opts)
     connect_blocking(client, opts, timeout=timeout)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"subacks": []}
+    pictures: dict[str, bytes] = {}
+    thumbs = BY_KEY["thumbs"].filter(node_id=node_id)
 
     def on_subscribe(_c, _u, _mid, codes, _props) -> None:
-        state["suback"] = codes
+        state["subacks"].append(codes)
 
     def on_publish(_c, _u, _mid, reason, _props) -> None:
         state["puback"] = reason
 
     def on_message(_c, _u, msg) -> None:
+        if msg.topic != topics.cmd_res:
+            pictures[msg.topic] = bytes(msg.payload)
+            return
         corr = getattr(msg.properties, "CorrelationData", None)
         if corr is not None and corr != req.cmd_id.encode():
             return
@@ -72,12 +96,14 @@ def send_command(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any],
 
     client.on_subscribe, client.on_publish, client.on_message = on_subscribe, on_publish, on_message
     deadline = time.monotonic() + timeout
+    wanted = [topics.cmd_res, *([thumbs] if picture else [])]
     try:
-        client.subscribe(topics.cmd_res, qos=1)
-        while "suback" not in state and time.monotonic() < deadline:
+        for topic in wanted:
+            client.subscribe(topic, qos=1)
+        while len(state["subacks"]) < len(wanted) and time.monotonic() < deadline:
             client.loop(0.1)
-        if "suback" not in state or any(c.is_failure for c in state["suback"]):
-            raise EdgecamError(f"{topics.cmd_res}: subscription refused ({state.get('suback')})")
+        if len(state["subacks"]) < len(wanted) or any(c.is_failure for cs in state["subacks"] for c in cs):
+            raise EdgecamError(f"{', '.join(wanted)}: subscription refused ({state['subacks']})")
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = topics.cmd_res
         props.CorrelationData = req.cmd_id.encode()
@@ -92,6 +118,20 @@ def send_command(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any],
         if "reply" not in state:
             extra = f"; an invalid reply came: {state['bad']}" if "bad" in state else ""
             raise EdgecamError(f"{topics.cmd_res}: no reply to {op} within {timeout:g}s{extra}")
-        return state["reply"]
+        reply: CommandResponse = state["reply"]
+        if not picture or reply.status != "ok":
+            return Exchange(reply)
+        ref = reply.result if isinstance(reply.result, dict) else {}
+        topic = ref.get("topic")
+        if not isinstance(topic, str) or BY_KEY["thumbs"].match(topic) is None:
+            raise EdgecamError(f"{op}: the reply names no picture topic ({reply.result!r:.200})")
+        while topic not in pictures and time.monotonic() < deadline:
+            client.loop(0.1)
+        if topic not in pictures:
+            raise EdgecamError(f"{topic}: the picture did not arrive within {timeout:g}s")
+        jpeg = pictures[topic]
+        if ref.get("sha256") and hashlib.sha256(jpeg).hexdigest() != ref["sha256"]:
+            raise EdgecamError(f"{topic}: the picture does not match the reply's sha256")
+        return Exchange(reply, jpeg)
     finally:
         client.disconnect()

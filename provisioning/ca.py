@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.atomic import write_atomic
@@ -117,6 +117,20 @@ def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+#: node keys the CA signs (enrolment): EC P-256 and stronger curves, RSA from 2048 bits
+EC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+RSA_MIN_BITS = 2048
+
+
+def key_problem(key: object) -> str | None:
+    """Why a public key is too weak for a node identity, or None."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return None if key.curve.name in EC_CURVES else f"EC curve {key.curve.name} (use P-256 or stronger)"
+    if isinstance(key, rsa.RSAPublicKey):
+        return None if key.key_size >= RSA_MIN_BITS else f"RSA {key.key_size} bits (at least {RSA_MIN_BITS})"
+    return f"{type(key).__name__.lstrip('_')} keys are not accepted (EC P-256+ or RSA ≥ {RSA_MIN_BITS})"
+
+
 def common_name(cert: x509.Certificate) -> str:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else ""
@@ -208,7 +222,8 @@ class CertificateAuthority:
         left = (self.cert.not_valid_after_utc - _now()).days
         return max(1, min(days, left))
 
-    def sign_client(self, cn: str, public_key: ec.EllipticCurvePublicKey, days: int = CLIENT_DAYS) -> x509.Certificate:
+    def sign_client(self, cn: str, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+                    days: int = CLIENT_DAYS) -> x509.Certificate:
         """A TLS client certificate whose CN is the MQTT username (node id or centre name)."""
         b = _builder(_name(cn, self.org), self.cert.subject, public_key, self._days(days))
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -237,8 +252,9 @@ class CertificateAuthority:
         if not csr.is_signature_valid:
             raise CaError(f"CSR for {cn!r}: signature does not verify")
         pub = csr.public_key()
-        if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
-            raise CaError(f"CSR for {cn!r}: key must be EC P-256")
+        problem = key_problem(pub)
+        if problem:
+            raise CaError(f"CSR for {cn!r}: weak key: {problem}")
         check_client_id(cn)
         if self.dir is not None:
             check_namespace(self.dir, cn, centre=False)
@@ -379,3 +395,13 @@ def revoke(name: str, ca_dir: Path) -> list[int]:
     write_atomic(files.revoked, json.dumps({f"{k:x}": v.isoformat() for k, v in revoked.items()}, indent=1))
     ca.write_crl(revoked)
     return new
+
+
+def has_live_certificate(name: str, ca_dir: Path) -> bool:
+    """Whether this CA issued ``name`` a certificate that is neither revoked nor expired (renewal needs one:
+    a broker with a stale CRL could still let a revoked node ask)."""
+    files = CaFiles(Path(ca_dir))
+    revoked = _read_revoked(files)
+    now = _now()
+    return any(common_name(c) == name and c.serial_number not in revoked and c.not_valid_after_utc > now
+               for c in (load_cert(p) for p in sorted(files.issued.glob("*.crt"))))

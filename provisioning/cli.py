@@ -1,4 +1,4 @@
-"""Provisioning subcommands mounted on the ``edgecam`` CLI (``ca``, ``broker-config``).
+"""Provisioning subcommands mounted on the ``edgecam`` CLI (``ca``, ``broker-config``, ``provision``).
 
 Imports of cryptography, paho and sqlite happen inside the commands so ``edgecam --help`` stays fast.
 """
@@ -65,9 +65,35 @@ def ca_revoke(
                "and send Mosquitto SIGHUP")
 
 
+@ca_app.command("sign")
+def ca_sign(
+    csr: Path = typer.Argument(..., help="The CSR `edgecam provision csr` wrote on the node."),
+    ca: Path = typer.Option(..., "--ca", help="CA folder made by `edgecam ca init`."),
+    node_id: str = typer.Option(..., "--node-id", help="The node id the certificate is for (the CSR must ask for it)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the certificate (PEM)."),
+    days: int = typer.Option(825, "--days", min=1, help="Certificate validity in days."),
+) -> None:
+    """Offline enrolment, step 2: check a node's CSR (key, CN = NODE_ID only) and sign it."""
+    from provisioning.ca import CaError, CertificateAuthority, write_cert
+    from provisioning.csr_policy import check_csr
+
+    try:
+        pem = csr.read_bytes()
+    except OSError as exc:
+        raise CaError(f"{csr}: cannot read ({exc.strerror})") from None
+    check_csr(pem, node_id)
+    cert = CertificateAuthority.load(ca).sign_csr(pem, node_id, days)
+    write_cert(out, cert)
+    typer.echo(f"signed {node_id} serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    typer.echo(str(out))
+
+
 def broker_config(
     ca: Path = typer.Option(..., "--ca", help="CA folder made by `edgecam ca init`."),
     port: int = typer.Option(8883, "--port", help="mTLS listener port."),
+    enrol_port: int | None = typer.Option(
+        None, "--enrol-port", help="Also a TLS enrolment listener (no client certificate, claim credentials, "
+                                   "enrolment topics only); `edgecam centre enrol --broker-dir OUT` keeps it current."),
     out: Path = typer.Option(..., "--out", help="Folder for mosquitto.conf, edgecam.acl and certs/."),
     bind: str | None = typer.Option(None, "--bind", help="Listen address (default: all interfaces)."),
     insecure_loopback_port: int | None = typer.Option(
@@ -87,9 +113,10 @@ def broker_config(
         ca, port, out, bind=bind, insecure_loopback_port=insecure_loopback_port, persistence_dir=persistence_dir,
         limits=BrokerLimits(max_packet_size=max_packet_size, max_queued_messages=max_queued_messages,
                             max_inflight_messages=max_inflight_messages),
-        clientid_from_cert=clientid_from_cert, run_as=run_as,
+        clientid_from_cert=clientid_from_cert, run_as=run_as, enrol_port=enrol_port,
     )
-    for p in (files.conf, files.acl, files.loopback_acl, files.cafile, files.certfile, files.keyfile):
+    written = (files.conf, files.acl, files.enrol_acl, files.enrol_passwd, files.loopback_acl)
+    for p in (*written, files.cafile, files.certfile, files.keyfile):
         if p is not None:
             typer.echo(f"wrote {p}")
     typer.echo(f"run: mosquitto -c {files.conf}")
@@ -97,5 +124,10 @@ def broker_config(
 
 def register(app: typer.Typer) -> None:
     """Mount the provisioning command groups on the root app."""
+    from provisioning.card_cli import add_card_commands
+    from provisioning.provision_cli import provision_app
+
+    add_card_commands(provision_app)
     app.add_typer(ca_app, name="ca")
+    app.add_typer(provision_app, name="provision")
     app.command("broker-config")(broker_config)

@@ -35,18 +35,38 @@ def _ephemeral_low() -> int | None:
         return None
 
 
+#: ``LO-HI``: draw free ports from this range instead (e.g. one slice per parallel test worker)
+PORTS_ENV = "EDGECAM_FREE_PORTS"
+
+
+def port_range() -> tuple[int, int] | None:
+    """Where ``free_port`` draws from: ``$EDGECAM_FREE_PORTS``, else below the ephemeral range, else None."""
+    spec = os.environ.get(PORTS_ENV)
+    if spec:
+        try:
+            lo, hi = (int(part) for part in spec.split("-"))
+        except ValueError:
+            raise EdgecamError(f"{PORTS_ENV}={spec!r}: want LO-HI, e.g. 10000-20999") from None
+        if not 0 < lo < hi < 65536:
+            raise EdgecamError(f"{PORTS_ENV}={spec!r}: want 0 < LO < HI < 65536")
+        return lo, hi
+    low = _ephemeral_low()
+    return (_LOWEST, low) if low is not None and low > _LOWEST else None
+
+
 def free_port() -> int:
     """A free loopback port below the ephemeral range where possible.
 
     A broker that is stopped and started again (outage tests) must get its port back. An ephemeral port can
     meanwhile be taken as the source port of any outgoing connection, even a client's own reconnect to it
-    (TCP self-connect): seen once as "Address already in use" on restart.
+    (TCP self-connect): seen once as "Address already in use" on restart. Parallel test workers each draw
+    from their own slice (``EDGECAM_FREE_PORTS``), so one cannot take the port of another's stopped broker.
     """
-    low = _ephemeral_low()
-    if low is not None and low > _LOWEST:
+    span = port_range()
+    if span is not None:
         rng = random.SystemRandom()
         for _ in range(200):
-            port = rng.randrange(_LOWEST, low)
+            port = rng.randrange(*span)
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))

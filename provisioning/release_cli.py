@@ -17,7 +17,7 @@ release_app = typer.Typer(help="OTA releases: a signed TUF repository of agent, 
 KEYS_HELP = "Signing keys folder (default: REPO.keys beside REPO; keep its offline/ part offline)."
 
 
-def _repo(repo: Path, keys: Path | None, load: bool = True):
+def open_repo(repo: Path, keys: Path | None, load: bool = True):
     from provisioning.release.keys import KeyStore, default_keys_dir
     from provisioning.release.repo import ReleaseRepo
 
@@ -33,7 +33,7 @@ def release_init(
     keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
 ) -> None:
     """Create a TUF repository: offline root (threshold) and targets keys, online snapshot/timestamp/rollout."""
-    r = _repo(repo, keys, load=False)
+    r = open_repo(repo, keys, load=False)
     r.init(threshold=threshold, root_keys=root_keys)
     typer.echo(f"keys in {r.keys.dir} (move {r.keys.dir / 'offline'} offline)")
     typer.echo(f"trusted root for nodes: {r.meta_dir / '1.root.json'}")
@@ -63,7 +63,7 @@ def release_add(
         parts["model"] = pack_model(model, version)
     if config is not None:
         parts["config"] = pack_config(config, version)
-    r = _repo(repo, keys)
+    r = open_repo(repo, keys)
     rel = r.add_release(channel, version, parts, device_types=device_type, min_agent_version=min_agent_version,
                         targets_expires_days=expires, percent=percent)
     for kind, ref in rel.parts.items():
@@ -79,7 +79,7 @@ def release_rollout(
     keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
 ) -> None:
     """Set the share of nodes taking the channel's release (online rollout key; raising never removes nodes)."""
-    info = _repo(repo, keys).rollout(channel, percent)
+    info = open_repo(repo, keys).rollout(channel, percent)
     typer.echo(f"{channel}: release {info.release} at {info.percent:g}%")
 
 
@@ -89,7 +89,7 @@ def release_refresh(
     keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
 ) -> None:
     """New snapshot and timestamp (online keys): run from a timer well inside the timestamp's expiry."""
-    r = _repo(repo, keys)
+    r = open_repo(repo, keys)
     r.refresh()
     typer.echo(f"timestamp version {r.md['timestamp'].signed.version}, expires {r.md['timestamp'].signed.expires}")
 
@@ -101,7 +101,7 @@ def release_rotate(
     keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
 ) -> None:
     """Replace a role's key; the old one is retired (metadata it signs is refused from then on)."""
-    old, new = _repo(repo, keys).rotate(role)
+    old, new = open_repo(repo, keys).rotate(role)
     typer.echo(f"{role}: key {old[:16]}… retired, {new[:16]}… in use")
 
 
@@ -130,37 +130,6 @@ def release_serve(
         pass
     finally:
         server.server_close()
-
-
-@release_app.command("announce")
-def release_announce(
-    repo: Path = typer.Argument(..., help="Repository folder."),
-    channel: str = typer.Option(..., "--channel", help="Channel name."),
-    mqtt: str = typer.Option(..., "--mqtt", help="mqtt://host:port or mqtts://host:port (the centre's broker)."),
-    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate for mqtts://."),
-    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="The centre's certificate."),
-    tls_key: Path | None = typer.Option(None, "--tls-key", help="The centre's key."),
-    keys: Path | None = typer.Option(None, "--keys", help=KEYS_HELP),
-) -> None:
-    """Publish the channel's newest release on retained edgecam/v1/fleet/releases/CHANNEL (a nudge, not trust)."""
-    from centre.mqtt import MqttOptions
-    from provisioning.release.fleet import announce
-
-    opts = MqttOptions.from_cli(mqtt, tls_ca, tls_cert, tls_key)
-    msg = announce(_repo(repo, keys), channel, opts)
-    typer.echo(f"announced {channel}: release {msg.release} at {msg.percent}% (timestamp v{msg.timestamp_version})")
-
-
-@release_app.command("status")
-def release_status(
-    store: Path = typer.Option(..., "--store", help="The centre store (edgecam centre listen --store)."),
-) -> None:
-    """What each node reports on ota/status, with the versions in its state (JSON)."""
-    import json
-
-    from provisioning.release.fleet import fleet_status
-
-    typer.echo(json.dumps(fleet_status(store), indent=1))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,29 @@ import pytest
 from tests.broker import MOSQUITTO, Broker
 from tests.processes import Processes
 from tests.processes import pytest_sessionfinish as pytest_sessionfinish  # the leftover-process check
+from tests.processes import pytest_testnodedown as pytest_testnodedown  # ...collected from parallel workers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDGECAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker its own slice of loopback ports for the brokers it starts.
+
+    An outage test stops its broker for up to a minute and starts it again on the same port; another worker
+    drawing from the same range could take that port meanwhile. Children (``edgecam run``, the bench) inherit
+    the slice through the environment.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if not worker:
+        return
+    from provisioning.local_broker import PORTS_ENV, port_range
+
+    span = port_range() or (10_000, 32_768)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = (span[1] - span[0]) // max(1, count)
+    lo = span[0] + int(worker.removeprefix("gw")) * size
+    os.environ[PORTS_ENV] = f"{lo}-{lo + size}"
 
 
 def shared(rel: str) -> Path:

@@ -79,18 +79,35 @@ def describe(p: psutil.Process) -> str:
         return f"pid {p.pid}: (gone)"
 
 
+#: survivors reported by parallel workers (pytest-xdist), kept on the controller's config
+LEFTOVERS = pytest.StashKey[list[str]]()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when a process the tests started is still running; stop it."""
-    left = survivors()
-    if not left:
-        return
-    lines = [describe(p) for p in left]
+    """Fail the run when a process the tests started is still running; stop it.
+
+    Under pytest-xdist each worker checks its own children and hands the list to the controller through
+    ``workeroutput`` (a worker's own exit status does not decide the run's); the controller reports them all.
+    """
+    config = session.config
+    workeroutput = getattr(config, "workeroutput", None)
+    if config.pluginmanager.hasplugin("dsession"):  # the xdist controller: it starts no test processes itself
+        left, lines = [], list(config.stash.get(LEFTOVERS, []))
+    else:
+        left = survivors()
+        lines = [describe(p) for p in left]
     for p in left:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(left, timeout=5)
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if left:
+        psutil.wait_procs(left, timeout=5)
+    if workeroutput is not None:
+        workeroutput["leftover_processes"] = lines
+        return
+    if not lines:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     message = "processes left running after the tests (a fixture finaliser must stop them):\n  " + "\n  ".join(lines)
     if reporter is not None:
         reporter.ensure_newline()
@@ -98,3 +115,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         print(message)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: keep what a finished worker found left running, for ``pytest_sessionfinish``."""
+    found = getattr(node, "workeroutput", {}).get("leftover_processes") or []
+    name = getattr(getattr(node, "gateway", None), "id", "worker")
+    node.config.stash.setdefault(LEFTOVERS, []).extend(f"[{name}] {line}" for line in found)

@@ -109,14 +109,14 @@ def test_node_reads_centre_state_only_the_centre_writes(tls_broker, pki, clients
 
 
 def test_channels_nothing_implements_are_denied(tls_broker, pki, clients) -> None:
-    """Enrolment topics are not in the channel table (yet), so nobody is granted them; OTA's rows are granted
-    as the table says (the per-channel test below)."""
+    """Channels outside an identity's rows are denied: a node cannot write OTA jobs, announcements or claim
+    topics; the centre cannot write a node's ota/status (enrolment topics belong to claims: tests/test_enrol.py)."""
     centre = _centre(clients, tls_broker, pki)
     centre.subscribe("edgecam/v1/#")
     a = _node(clients, tls_broker, pki, "node-a")
     a.subscribe("edgecam/v1/#")
     by_node = ("edgecam/v1/enrol/node-a/csr", "edgecam/v1/fleet/releases/stable", "edgecam/v1/node-a/ota/job")
-    by_centre = ("edgecam/v1/enrol/node-a/cert", "edgecam/v1/node-a/ota/status")
+    by_centre = ("edgecam/v1/node-a/ota/status",)
     for topic in by_node:
         assert a.publish(topic, b"{}").value == NOT_AUTHORIZED, topic
     for topic in by_centre:
@@ -145,7 +145,8 @@ def test_each_channel_is_granted_to_exactly_the_identities_the_table_names(tls_b
                   "centre": CENTRE in ch.publishers}
     read_ok = {"node-a": NODE in ch.subscribers, "node-b": NODE in ch.subscribers and not per_node,
                "centre": CENTRE in ch.subscribers}
-    topic = ch.topic(node_id="node-a", event_id="e1", channel="stable")
+    topic = ch.topic(**{p: v for p, v in {"node_id": "node-a", "event_id": "e1", "claim_id": "node-a",
+                                          "channel": "stable"}.items() if p in ch.params})
     sentinels = {name: BY_KEY[key].topic(node_id=name if name != "centre" else "node-a")
                  for name, (key, _by) in SENTINEL.items()}
     for name, c in conns.items():
@@ -157,7 +158,8 @@ def test_each_channel_is_granted_to_exactly_the_identities_the_table_names(tls_b
         assert accepted(conns[by].publish(sentinels[name], b"{}")), (by, sentinels[name])
     for name, c in conns.items():
         assert wait(lambda c=c, name=name: sentinels[name] in c.topics()), (name, c.topics())
-        assert (topic in c.topics()) == read_ok[name], (name, topic, c.topics())
+        # a channel only claims publish (enrol_csr) has no publisher here: reading it is tested in test_enrol.py
+        assert (topic in c.topics()) == (read_ok[name] and any(publish_ok.values())), (name, topic, c.topics())
 
 
 def test_centre_reads_everything_with_shared_subscriptions(tls_broker, pki, clients) -> None:

@@ -125,14 +125,21 @@ def test_bad_bench_arguments_are_one_line_errors(args, needle):
     assert needle in err
 
 
-def test_broker_ports_stay_out_of_the_ephemeral_range():
-    """A restarted test broker must get its port back; outgoing connections never take ports below this range."""
-    from provisioning.local_broker import _ephemeral_low, free_port
+def test_broker_ports_stay_out_of_the_ephemeral_range(monkeypatch):
+    """A restarted test broker must get its port back; outgoing connections never take ports below this range,
+    and a parallel test worker's slice (``EDGECAM_FREE_PORTS``) is never left."""
+    from agent.errors import EdgecamError
+    from provisioning.local_broker import PORTS_ENV, _ephemeral_low, free_port, port_range
 
     low = _ephemeral_low()
     if low is None:
         pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here")
     assert all(free_port() < low for _ in range(20))
+    monkeypatch.setenv(PORTS_ENV, "12000-12010")
+    assert {free_port() for _ in range(50)} <= set(range(12000, 12010))
+    monkeypatch.setenv(PORTS_ENV, "12010-12000")
+    with pytest.raises(EdgecamError, match="EDGECAM_FREE_PORTS"):
+        port_range()
 
 
 def test_interpreters_side_by_side_are_benched_like_for_like(tmp_path):

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.contract import CENTRE, CHANNELS, NODE, RESERVED_NODE_IDS, Topics, match_topic
+from agent.contract import CENTRE, CHANNELS, CLAIM, NODE, RESERVED_NODE_IDS, Topics, match_topic
 from agent.contract.channels import non_node_levels
 from agent.contract_docs import render
+from centre.enrol import REQUESTS as ENROL_WORKER_READS
 from centre.receiver import Receiver, subscriptions
 from centre.store import Store
-from provisioning.broker_config import acl_text, loopback_acl_text
+from provisioning.broker_config import acl_text, enrol_acl_text, loopback_acl_text
 
 CENTRES = ["centre", "centre-2"]
 
@@ -46,6 +47,13 @@ def _acl() -> tuple[set[tuple[str, str]], dict[str, set[tuple[str, str]]]]:
     return patterns, users
 
 
+def _claim_acl() -> set[tuple[str, str]]:
+    """The enrolment listener's grants, (access, topic) pairs: pattern lines only."""
+    lines = [line.split() for line in enrol_acl_text().splitlines() if line and not line.startswith("#")]
+    assert all(words[0] == "pattern" for words in lines)
+    return {(words[1], words[2]) for words in lines}
+
+
 def _fill(address: str, **values: str) -> str:
     """An AsyncAPI address with the given parameters filled in and every other one ``+``."""
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "+"), address)
@@ -53,23 +61,27 @@ def _fill(address: str, **values: str) -> str:
 
 def test_acl_grants_exactly_what_the_asyncapi_document_publishes() -> None:
     """For each AsyncAPI channel, the identities the ACL lets write/read it are its x-edgecam lists; the ACL
-    grants nothing that is not an AsyncAPI channel (a removed channel such as ota/status is not granted)."""
+    grants nothing that is not an AsyncAPI channel (a removed channel such as ota/status is not granted). Claim
+    identities get their rights only from the enrolment listener's ACL."""
     patterns, users = _acl()
+    claims = _claim_acl()
     assert set(users) == set(CENTRES) and len({frozenset(g) for g in users.values()}) == 1
     centre = users["centre"]
     covered: set[tuple[str, str]] = set()
     for ch in _asyncapi()["channels"].values():
         node_form, centre_form = _fill(ch["address"], node_id="%u"), _fill(ch["address"])
+        claim_form = _fill(ch["address"], claim_id="%u")
         for access, listed in (("write", ch["x-edgecam-publishers"]), ("read", ch["x-edgecam-subscribers"])):
             granted = {NODE} if (access, node_form) in patterns else set()
             granted |= {CENTRE} if (access, centre_form) in centre else set()
+            granted |= {CLAIM} if (access, claim_form) in claims else set()
             assert granted == set(listed), (ch["address"], access)
-            covered |= {(access, node_form), (access, centre_form)}
+            covered |= {(access, node_form), (access, centre_form), (access, claim_form)}
         if CENTRE in ch["x-edgecam-subscribers"]:  # receivers may split it with a shared subscription
             assert ("read", f"$share/+/{centre_form}") in centre
             covered.add(("read", f"$share/+/{centre_form}"))
-    assert patterns <= covered and centre <= covered
-    assert not [t for _a, t in patterns | centre if "/enrol/" in t]
+    assert patterns <= covered and centre <= covered and claims <= covered
+    assert not [t for _a, t in patterns if "/enrol/" in t]  # the mTLS listener grants no claim topic
 
 
 def test_loopback_acl_reads_every_channel_without_secrets_and_writes_nothing() -> None:
@@ -89,7 +101,7 @@ def test_asyncapi_channels_are_the_table_rows() -> None:
     for op in doc["operations"].values():
         ch_id = op["channel"]["$ref"].rsplit("/", 1)[1]
         row = by_address[doc["channels"][ch_id]["address"]]
-        assert op["action"] == ("send" if NODE in row.publishers else "receive")
+        assert op["action"] == ("send" if row.publishers & {NODE, CLAIM} else "receive")  # a claim: a node to be
         assert (op["bindings"]["mqtt"]["qos"], op["bindings"]["mqtt"]["retain"]) == (row.qos, row.retain)
     assert len(doc["operations"]) == len(CHANNELS)
     messages = doc["components"]["messages"]
@@ -99,8 +111,10 @@ def test_asyncapi_channels_are_the_table_rows() -> None:
 def test_centre_subscribes_to_exactly_what_nodes_send_it() -> None:
     """Every channel a node publishes and the centre may read, nothing else; heavy streams shared."""
     doc, (_patterns, users) = _asyncapi(), _acl()
+    worker = {ch.address for ch in ENROL_WORKER_READS}  # renewal CSRs go to the enrolment worker, not here
     from_nodes = {_fill(ch["address"]) for ch in doc["channels"].values()
-                  if NODE in ch["x-edgecam-publishers"] and CENTRE in ch["x-edgecam-subscribers"]}
+                  if NODE in ch["x-edgecam-publishers"] and CENTRE in ch["x-edgecam-subscribers"]
+                  and ch["address"] not in worker}
     for group in ("g", ""):
         subs = subscriptions(group)
         plain = {re.sub(r"^\$share/g/", "", f) for f, _qos in subs}
@@ -119,8 +133,8 @@ def test_node_subscribes_to_exactly_the_centre_to_node_channels() -> None:
                 if CENTRE in ch["x-edgecam-publishers"] and NODE in ch["x-edgecam-subscribers"]}
     subs = Topics("node-a").subscriptions()
     assert {f for f, _ in subs} == to_nodes == {"edgecam/v1/node-a/cmd/req", "edgecam/v1/node-a/config/desired",
-                                                "edgecam/v1/centre/state", "edgecam/v1/node-a/ota/job",
-                                                "edgecam/v1/fleet/releases/+"}
+                                                "edgecam/v1/centre/state", "edgecam/v1/node-a/cert/res",
+                                                "edgecam/v1/node-a/ota/job", "edgecam/v1/fleet/releases/+"}
     assert {f for f, _ in subs} == {t.replace("%u", "node-a") for a, t in patterns if a == "read"}
 
 
@@ -140,7 +154,7 @@ def test_topics_are_the_table_addresses() -> None:
 
 
 def test_reserved_node_ids_cover_every_non_node_level() -> None:
-    assert non_node_levels() == {"centre", "fleet"} <= RESERVED_NODE_IDS
+    assert non_node_levels() == {"centre", "enrol", "fleet"} <= RESERVED_NODE_IDS
     assert sorted(RESERVED_NODE_IDS) == ["centre", "enrol", "fleet"]
     assert match_topic("edgecam/v1/centre/state")[0].key == "centre_state"  # not node "centre"'s state
 

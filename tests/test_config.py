@@ -32,7 +32,8 @@ def test_source_kind_switch_replaces_the_section(tmp_path):
 def test_env_values_are_toml_literals():
     out = env_overrides({"EDGECAM_MOTION__ENABLED": "false", "EDGECAM_DETECT__LABELS": '["car", "person"]',
                          "EDGECAM_NODE_ID": "n-7", "OTHER": "x", "EDGECAM_CONFIG": "/etc/edgecam/node.toml",
-                         "EDGECAM_VENV": "/opt/venv", "EDGECAM_SHARED_DATA": "/data"})
+                         "EDGECAM_VENV": "/opt/venv", "EDGECAM_SHARED_DATA": "/data",
+                         "EDGECAM_FREE_PORTS": "20000-20999"})
     assert out == {"motion": {"enabled": False}, "detect": {"labels": ["car", "person"]}, "node_id": "n-7"}
 
 

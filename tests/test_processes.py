@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import REPO
 
-CONFTEST = "from tests.conftest import processes, pytest_sessionfinish  # noqa: F401\n"
+CONFTEST = "from tests.conftest import processes, pytest_sessionfinish, pytest_testnodedown  # noqa: F401\n"
 TESTS = '''
 import os
 import subprocess
@@ -42,15 +43,17 @@ def run_inner(tmp_path: Path, *select: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_leaked_process_fails_the_run_by_its_command_line(tmp_path: Path) -> None:
-    res = run_inner(tmp_path, "-k", "leaks")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_leaked_process_fails_the_run_by_its_command_line(tmp_path: Path, workers: list[str]) -> None:
+    res = run_inner(tmp_path, "-k", "leaks", *workers)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "1 passed" in res.stdout  # the test itself passed: the check failed the run
     assert "processes left running after the tests" in res.stdout and "leftover-probe" in res.stdout, res.stdout
     assert not psutil.pid_exists(int((tmp_path / "pid").read_text()))  # and stopped it
 
 
-def test_processes_handed_to_the_fixture_pass(tmp_path: Path) -> None:
-    res = run_inner(tmp_path, "-k", "hands")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_processes_handed_to_the_fixture_pass(tmp_path: Path, workers: list[str]) -> None:
+    res = run_inner(tmp_path, "-k", "hands", *workers)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "left running" not in res.stdout

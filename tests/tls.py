@@ -58,7 +58,7 @@ class Client:
     """A paho MQTT 5 client that records CONNACK, SUBACK, PUBACK reason codes and messages."""
 
     def __init__(self, port: int, ident: Identity | None, client_id: str, *, ca: Path | None = None,
-                 tls: bool = True) -> None:
+                 tls: bool = True, username: str | None = None, password: str | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.messages: list[mqtt.MQTTMessage] = []
         self.connack: Any = None
@@ -66,6 +66,8 @@ class Client:
         self.subacks: dict[int, list[Any]] = {}
         self.pubacks: dict[int, Any] = {}
         self._lock = threading.Lock()
+        if username is not None:  # claim credentials on the enrolment listener
+            self.client.username_pw_set(username, password)
         if tls:
             cafile = ca or (ident.ca_cert if ident else None)
             self.client.tls_set(ca_certs=str(cafile), certfile=str(ident.cert) if ident else None,

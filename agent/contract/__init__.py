@@ -12,6 +12,7 @@ from agent.contract.channels import (
     BY_KEY,
     CENTRE,
     CHANNELS,
+    CLAIM,
     IDENTITIES,
     NODE,
     ROOT,
@@ -32,6 +33,8 @@ from agent.contract.payloads import (
     ConfigDesired,
     ConfigReported,
     Dropped,
+    EnrolReply,
+    EnrolRequest,
     Event,
     Health,
     ModelRef,
@@ -41,6 +44,7 @@ from agent.contract.payloads import (
     OutboxRecovered,
     Payload,
     ReleaseAnnouncement,
+    SnapshotArgs,
     State,
     ThumbRef,
     UtcTime,
@@ -50,9 +54,10 @@ from agent.contract.payloads import (
 )
 
 __all__ = [
-    "BY_KEY", "CENTRE", "CHANNELS", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN", "RESERVED_NODE_IDS",
-    "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse", "ConfigDesired",
-    "ConfigReported", "Dropped", "Event", "Health", "ModelRef", "NodeId", "OtaJob", "OtaProgress", "OtaStatus",
-    "OutboxRecovered", "Payload", "ReleaseAnnouncement", "State", "ThumbRef", "Topics", "UtcTime", "Versions",
-    "identity_problem", "is_node_id", "iso_ms", "match_topic", "node_id_problem", "publishes", "subscribes", "utc_now",
+    "BY_KEY", "CENTRE", "CHANNELS", "CLAIM", "CONTRACT_VERSION", "IDENTITIES", "NODE", "NODE_ID_PATTERN",
+    "RESERVED_NODE_IDS", "ROOT", "BBox", "CameraId", "CentreState", "Channel", "CommandRequest", "CommandResponse",
+    "ConfigDesired", "ConfigReported", "Dropped", "EnrolReply", "EnrolRequest", "Event", "Health", "ModelRef",
+    "NodeId", "OtaJob", "OtaProgress", "OtaStatus", "OutboxRecovered", "Payload", "ReleaseAnnouncement",
+    "SnapshotArgs", "State", "ThumbRef", "Topics", "UtcTime", "Versions", "identity_problem", "is_node_id", "iso_ms",
+    "match_topic", "node_id_problem", "publishes", "subscribes", "utc_now",
 ]

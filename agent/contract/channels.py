@@ -9,7 +9,7 @@ ACL, the AsyncAPI document and each side's subscriptions cannot drift apart:
 - ``centre.receiver``: the centre's subscriptions; ``agent.transport.facade``: the node's subscriptions;
 - ``models.bench.meter``: what the bench counts on the uplink.
 
-A channel nothing implements is not in the table (OTA and enrolment add their rows with their code).
+A channel nothing implements is not in the table (OTA adds its rows with its code).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from agent.contract.payloads import (
     CommandResponse,
     ConfigDesired,
     ConfigReported,
+    EnrolReply,
+    EnrolRequest,
     Event,
     Health,
     OtaJob,
@@ -37,9 +39,10 @@ ROOT = "edgecam/v1"
 
 #: Who holds a certificate the broker knows, mapped to the template parameter that is that identity's own
 #: certificate CN (so the ACL confines it with ``%u``), or None for an identity with rights on every node.
-#: A later identity (e.g. ``claim`` for enrolment, own parameter ``claim_id``) is one more entry here.
-NODE, CENTRE = "node", "centre"
-IDENTITIES: dict[str, str | None] = {NODE: "node_id", CENTRE: None}
+#: ``claim`` is a node that has no certificate yet: it logs in on the broker's enrolment listener with a
+#: claim id (username) and the secret of its claim token (password), and owns ``enrol/{claim_id}/…`` only.
+NODE, CENTRE, CLAIM = "node", "centre", "claim"
+IDENTITIES: dict[str, str | None] = {NODE: "node_id", CENTRE: None, CLAIM: "claim_id"}
 
 _WILDCARDS = frozenset("/+#")
 
@@ -166,6 +169,17 @@ CHANNELS: tuple[Channel, ...] = (
     # identity on the listener, so the table says what the ACL really allows.
     _row("centre_state", "centre/state", {CENTRE}, {NODE, CENTRE}, 1, True, CentreState,
          "Centre online state; nodes republish state when it comes online"),
+    # enrolment: only on the broker's enrolment listener (claim credentials, enrol.acl), answered by the centre's
+    # enrolment worker on the mTLS listener (docs/PROVISIONING.md (Enrolment))
+    _row("enrol_csr", "enrol/{claim_id}/csr", {CLAIM}, {CENTRE}, 1, False, EnrolRequest,
+         "A node without a certificate asks for one: claim token + CSR (CN = node id); single use"),
+    _row("enrol_cert", "enrol/{claim_id}/cert", {CENTRE}, {CLAIM}, 1, False, EnrolReply,
+         "The enrolment worker's answer: the certificate and the CA chain, or a refusal with its reason"),
+    # renewal: a node with a valid certificate asks for a new one (new key) for its own id only
+    _row("cert_csr", "{node_id}/cert/csr", {NODE}, {CENTRE}, 1, False, EnrolRequest,
+         "Certificate renewal: a CSR for a new key, CN = the node's own id (no token: the mTLS identity is proof)"),
+    _row("cert_res", "{node_id}/cert/res", {CENTRE}, {NODE}, 1, False, EnrolReply,
+         "The renewed certificate and the CA chain, or a refusal with its reason"),
 )
 
 BY_KEY: dict[str, Channel] = {ch.key: ch for ch in CHANNELS}

@@ -169,7 +169,17 @@ class CommandRequest(Payload):
 
     cmd_id: str = Field(min_length=1, max_length=128)
     op: Literal["ping", "snapshot", "get_config", "set_log_level", "restart"]
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "Per op: snapshot {annotate: bool = false} (true: detections, zones and masks drawn on the picture; "
+        "the JPEG goes on thumbs/{id} under the thumbnail byte budget either way, the reply's result names "
+        "the topic and, when annotated, lists the detections drawn); set_log_level {level: DEBUG|INFO|"
+        "WARNING|ERROR}; the other ops take none"))
+
+
+class SnapshotArgs(Payload):
+    """``args`` of the ``snapshot`` command (also what ``edgecam snapshot`` asks the running agent)."""
+
+    annotate: bool = False
 
 
 class CommandResponse(Payload):
@@ -203,6 +213,34 @@ class ConfigReported(Payload):
 class CentreState(Payload):
     online: bool
     ts: UtcTime | None = None
+
+
+#: a PEM block as text (certificate, CSR); bounded so a request cannot make the centre parse megabytes
+Pem = Annotated[str, Field(min_length=1, max_length=16_384)]
+
+
+class EnrolRequest(Payload):
+    """``enrol/{claim_id}/csr`` (with the claim token) and ``{node_id}/cert/csr`` (renewal, no token).
+
+    The key behind the CSR was made on the node and never leaves it; the CSR's subject is ``CN=<node_id>``.
+    """
+
+    request_id: str = Field(min_length=1, max_length=64, description="echoed in the reply (a retry's old reply "
+                            "is told apart)")
+    node_id: str = Field(description="the node id the certificate is for (must be the claim token's)")
+    token: str | None = Field(None, max_length=256, description="claim token (`<claim_id>.<secret>`); enrolment only")
+    csr: Pem = Field(description="PKCS#10 certificate request, PEM")
+
+
+class EnrolReply(Payload):
+    """``enrol/{claim_id}/cert`` and ``{node_id}/cert/res``: the certificate and CA chain, or why not."""
+
+    request_id: str | None = None
+    status: Literal["ok", "refused"]
+    node_id: str | None = None
+    cert: Pem | None = Field(None, description="the node certificate, PEM (status ok)")
+    chain: Pem | None = Field(None, description="the CA certificate(s) that signed it, PEM (status ok)")
+    reason: str | None = Field(None, max_length=500, description="why the request was refused (status refused)")
 
 
 class OtaProgress(Payload):

@@ -44,6 +44,8 @@ from agent.contract import (
     Versions,
     utc_now,
 )
+from agent.identity import IdentityPaths
+from agent.transport.cert_renewal import CertRenewal, finish_install
 from agent.transport.commands import CommandHandler, RecentIds, Reply
 from agent.transport.config_sync import ConfigSync
 from agent.transport.mqtt_client import MqttLink
@@ -110,7 +112,10 @@ class Transport:
         self.on_ota_nudge = on_ota_nudge
         self.health_period_s = cfg.health.period_s
         self._next_health = math.inf
+        finish_install(cfg.mqtt, IdentityPaths(state_dir))
         self.link = MqttLink(cfg.mqtt, cfg.node_id, self)
+        self.renewal = CertRenewal(cfg.mqtt, IdentityPaths(state_dir), self.topics,
+                                   lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._props = {"event": _props("application/json"), "thumb": _props("image/jpeg")}
         self._bd_seq = self.outbox.meta("bd_seq")
         self._inflight: dict[int, Row] = {}
@@ -256,6 +261,7 @@ class Transport:
         self.link.subscribe(self.topics.subscriptions())
         self._publish_state(online=True)
         self._more.set()
+        self.renewal.check()
 
     def on_link_down(self) -> None:
         self._inflight.clear()
@@ -313,6 +319,7 @@ class Transport:
 
     def on_tick(self) -> None:
         self._flush_acks()
+        self.renewal.check()
         now = time.monotonic()
         if now >= self._next_expire:
             self._next_expire = now + EXPIRE_EVERY_S
@@ -376,6 +383,8 @@ class Transport:
                     self._publish_report(report)
         elif msg.topic == Topics.centre_state:
             self._on_centre_state(msg)
+        elif msg.topic == self.topics.cert_res:
+            self.renewal.handle(msg.payload)
         elif msg.topic == self.topics.ota_job or BY_KEY["fleet_releases"].match(msg.topic) is not None:
             self._on_ota_nudge(msg)
 

@@ -137,7 +137,7 @@ class MqttLink:
                                  protocol=mqtt.MQTTv311)
         client.username_pw_set(self.address.username or self.client_id, self.address.password)
         if self._ssl is not None:
-            client.tls_set_context(self._ssl)
+            client.tls_set_context(self._fresh_ssl())
         client.connect_timeout = CONNACK_TIMEOUT_S
         client.max_inflight_messages_set(0)  # the owner enforces the window (and the broker's Receive Maximum)
         client.max_queued_messages_set(0)
@@ -150,6 +150,16 @@ class MqttLink:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
+
+    def _fresh_ssl(self) -> ssl.SSLContext:
+        """The TLS files as they are now (a renewed certificate is used from the next connection); the last
+        context that loaded if they cannot be read at this moment."""
+        try:
+            self._ssl = tls_context(self.cfg)
+        except ConfigError as exc:
+            log.warning("mqtt: %s; connecting with the certificate loaded before", exc)
+        assert self._ssl is not None
+        return self._ssl
 
     def _run(self) -> None:
         while not self._stop.is_set():

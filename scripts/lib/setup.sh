@@ -29,6 +29,16 @@ ensure_mosquitto() {
   # the Debian package enables a system broker on 1883; our tests and demo start their own on free ports
 }
 
+ensure_unit_tools() {  # the unit and install-script tests: systemd-analyze verify, shellcheck
+  local missing=()
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} (apt)"
+    apt_install "${missing[@]}"
+  fi
+}
+
 check_local_broker() {  # after ensure_venv: can this account run a throw-away broker in a folder under $REPO?
   local dir
   dir="$(mktemp -d "$REPO/.broker-check.XXXXXX")"

@@ -9,11 +9,20 @@ with shape (h * 3 / 2, w).
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 CAMERAS = 1
 FAIL_AFTER: int | None = None  # raise RuntimeError from capture_request after this many frames
+#: block in capture_request after this many frames, as libcamera does when the sensor stops delivering
+#: (env FAKE_PICAMERA2_STALL_AFTER, for an agent in a subprocess); FAKE_PICAMERA2_STALLED names a file
+#: touched when the stall begins, so a test can wait on it
+STALL_AFTER: int | None = int(os.environ["FAKE_PICAMERA2_STALL_AFTER"]) if os.environ.get(
+    "FAKE_PICAMERA2_STALL_AFTER") else None
 opened: list[FakePicamera2] = []
 
 
@@ -68,6 +77,10 @@ class FakePicamera2:
             raise RuntimeError("camera not started")
         if FAIL_AFTER is not None and self.frames >= FAIL_AFTER:
             raise RuntimeError("Camera frontend has timed out!")
+        if STALL_AFTER is not None and self.frames >= STALL_AFTER:
+            if os.environ.get("FAKE_PICAMERA2_STALLED"):
+                Path(os.environ["FAKE_PICAMERA2_STALLED"]).touch()
+            threading.Event().wait()  # never returns: the capture thread is stuck, as with a dead sensor
         self.frames += 1
         return _Request(self, self.frames)
 

@@ -1,4 +1,7 @@
-"""The fleet side of releases: announce a channel's newest release on MQTT, and read what nodes report.
+"""The centre's side of OTA releases: announce a channel's newest release on MQTT, and read what nodes report.
+
+Here, not in ``provisioning/release/``, because only the centre writes ``fleet/releases`` and reads the store;
+the commands are ``edgecam release announce`` and ``edgecam release status`` (mounted by ``centre.cli``).
 
 ``announce`` publishes the retained ``edgecam/v1/fleet/releases/{channel}`` with the centre's identity (only the
 centre may write it: the ACL comes from the channel table). It is a hint: nodes check right away instead of at
@@ -14,6 +17,8 @@ from typing import Any
 
 from agent.contract import ReleaseAnnouncement, Topics, utc_now
 from agent.errors import EdgecamError
+from centre.mqtt import MqttOptions, connect_blocking, make_client
+from centre.store import open_existing
 from provisioning.release.repo import ReleaseRepo
 
 
@@ -26,10 +31,8 @@ def announcement(repo: ReleaseRepo, channel: str) -> ReleaseAnnouncement:
                                timestamp_version=repo.md["timestamp"].signed.version)
 
 
-def announce(repo: ReleaseRepo, channel: str, opts: Any, timeout: float = 10.0) -> ReleaseAnnouncement:
+def announce(repo: ReleaseRepo, channel: str, opts: MqttOptions, timeout: float = 10.0) -> ReleaseAnnouncement:
     """Publish the channel's announcement, retained, QoS 1; waits for the broker's PUBACK."""
-    from centre.mqtt import connect_blocking, make_client
-
     msg = announcement(repo, channel)
     client = make_client(opts)
     connect_blocking(client, opts, timeout)
@@ -48,8 +51,6 @@ def announce(repo: ReleaseRepo, channel: str, opts: Any, timeout: float = 10.0) 
 
 def fleet_status(store_root: Path) -> dict[str, Any]:
     """Per node: the last ``ota/status`` and the versions in its ``state``; totals by state and running release."""
-    from centre.store import open_existing
-
     with open_existing(store_root) as store:
         ota, states = store.statuses("ota/status"), store.statuses("state")
     nodes: dict[str, Any] = {}
