@@ -107,6 +107,9 @@ def test_install_trial_commit_then_a_model_and_config_release_reuses_the_agent(t
     assert os.path.realpath(paths.current / "agent") == str(agent_dir)
     status = StatusFile.read(paths.status)
     assert (status.state, status.release, status.running) == ("trial", 2, 1)
+    shown = json.loads(edgecam("ota", "status", "--config", str(cfg)).stdout)
+    assert (shown["running"], shown["current"], shown["trial"]["release"]) == (1, 2, 2)
+    assert shown["versions"]["agent"] == "0.1.0" and shown["status"]["state"] == "trial"
 
 
 def test_health_fails_then_rollback_and_the_release_is_not_taken_again(tmp_path: Path, setup) -> None:
