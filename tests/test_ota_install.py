@@ -298,3 +298,11 @@ def test_install_root_checks_what_it_trusts(tmp_path: Path) -> None:
     forged.write_text(json.dumps(doc))
     r = edgecam("ota", "install-root", str(forged), "--config", str(cfg), "--force")
     assert r.returncode == 2 and "not signed by its own root threshold" in r.stderr
+
+
+def test_the_agent_side_of_ota_loads_no_tuf() -> None:
+    """``edgecam run`` stays light: the agent's OTA duties import neither tuf nor its HTTP stack."""
+    code = ("import sys, agent.runner, agent.ota.runtime, agent.ota.install, agent.ota.supervisor, agent.ota.cli;"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tuf', 'urllib3', 'securesystemslib'}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -20,7 +20,6 @@ The result is a ``Plan`` (the release and the verified files) for the installer.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.ota.durable import fsync_tree
 from agent.ota.fetcher import NodeFetcher
 from agent.ota.guards import GuardError, check_clock, check_space, disk_free, raise_floor
 from agent.ota.manifest import PartInfo, PartKind, ReleaseInfo, RolloutInfo, TargetPaths, version_tuple
@@ -68,25 +68,6 @@ class Plan:
 
     release: ReleaseInfo
     files: dict[PartKind, Path | None] = field(default_factory=dict)
-
-
-def fsync_tree(folder: Path) -> None:
-    """fsync every file and folder under ``folder`` (ngclient writes its metadata without fsync)."""
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class Checker:

@@ -28,13 +28,17 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.atomic import fsync_dir, write_atomic
 from agent.errors import EdgecamError
-from agent.ota.check import Plan, fsync_tree
+from agent.ota.durable import fsync_tree
 from agent.ota.manifest import PartKind, ReleaseInfo
 from agent.ota.paths import OtaPaths
 from agent.ota.state import OtaState, TrialState
+
+if TYPE_CHECKING:  # the check (tuf, urllib3) is not loaded by the agent, which imports this module
+    from agent.ota.check import Plan
 
 log = logging.getLogger(__name__)
 
