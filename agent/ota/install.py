@@ -74,7 +74,7 @@ def release_number(name: str) -> int | None:
     return int(name[1:]) if name.startswith("r") and name[1:].isdigit() else None
 
 
-def _safe_extract(data: bytes, dest: Path) -> None:
+def _safe_extract(data: bytes, dest: Path, _tmp: Path | None = None) -> None:
     """Regular files only, no absolute paths, nothing outside ``dest`` (the tar is signed, but be strict)."""
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in tar.getmembers():
@@ -88,24 +88,28 @@ def _safe_extract(data: bytes, dest: Path) -> None:
             out.write_bytes(src.read())
 
 
-def _install_agent(data: bytes, dest: Path) -> None:
-    """Wheels → ``dest/wheels``; a venv at ``dest/venv`` with edgecam installed from them only (no index)."""
+def _install_agent(data: bytes, dest: Path, tmp: Path) -> None:
+    """Wheels → ``dest/wheels``; a venv at ``dest/venv`` with edgecam installed from them only (no index).
+
+    pip's build and unpack space is ``tmp`` on the state disk (``/tmp`` may be RAM, or private to the unit)."""
     wheels = dest / "wheels"
-    _safe_extract(data, wheels)
+    _safe_extract(data, wheels, tmp)
+    env = {**os.environ, "TMPDIR": str(tmp)}
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest / "venv")], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(dest / "venv" / "bin" / "python"), "install",
                         "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--quiet",
-                        "--find-links", str(wheels), "edgecam"], capture_output=True, text=True)
+                        "--find-links", str(wheels), "edgecam"], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise InstallError(f"agent bundle: offline install failed: {tail}")
 
 
-INSTALLERS: dict[PartKind, Callable[[bytes, Path], None]] = {
+#: kind → install(data, final folder, temporary space on the state disk)
+INSTALLERS: dict[PartKind, Callable[[bytes, Path, Path], None]] = {
     "agent": _install_agent,
     "model": _safe_extract,
-    "config": lambda data, dest: (dest / "config.toml").write_bytes(data),
+    "config": lambda data, dest, _tmp: (dest / "config.toml").write_bytes(data),
 }
 
 
@@ -132,7 +136,7 @@ class Installer:
         final.mkdir(parents=True)
         fsync_dir(final.parent)
         try:
-            INSTALLERS[kind](file.read_bytes(), final)
+            INSTALLERS[kind](file.read_bytes(), final, self.paths.tmp)
         except (OSError, tarfile.TarError, subprocess.CalledProcessError) as exc:
             shutil.rmtree(final, ignore_errors=True)
             raise InstallError(f"{kind}: {type(exc).__name__}: {exc}") from None
