@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.broker_config import BrokerFiles, config_text
+from provisioning.broker_config import BrokerLimits, persistence_lines
 from provisioning.local_broker import run_as_me
 from tests.broker import Broker
 from tests.test_agent_outage import agent, log_of, start_centre, wait_ids
@@ -34,10 +34,9 @@ DOWN_S = 3.0
 
 
 def generated_persistence(db: Path) -> str:
-    """The persistence lines `edgecam broker-config` writes (its TLS listener is not needed here)."""
-    dummy = Path("/unused")
-    text = config_text(8883, BrokerFiles(dummy, dummy, None, dummy, dummy, dummy, dummy), persistence_dir=db)
-    return "\n".join(ln for ln in text.splitlines() if ln.startswith(("persistence", "autosave")))
+    """The persistence lines `edgecam broker-config` writes with its default limits (``config_text`` takes
+    them from ``persistence_lines``; its TLS listener is not needed here)."""
+    return "\n".join(persistence_lines(db, BrokerLimits().autosave_changes))
 
 
 class KillableBroker(Broker):
