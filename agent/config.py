@@ -230,6 +230,10 @@ class TrialConfig(Section):
     max_starts: int = Field(3, ge=1, description="starts allowed during one trial; more is a crash loop")
 
 
+#: a trial must be committed within this many ``trial_s`` of the switch unless ``ota.trial_window_s`` says
+DEFAULT_WINDOW_FACTOR = 3
+
+
 class OtaConfig(Section):
     """Over-the-air updates from a TUF repository (docs/OTA.md); off while ``repo_url`` is unset.
 
@@ -246,6 +250,9 @@ class OtaConfig(Section):
                                     "ota/job or the fleet/releases announcement)")
     trial_s: float = Field(300, ge=5, description="a switched release must run healthily this long before it is "
                            "committed; the supervisor reverts it otherwise")
+    trial_window_s: float | None = Field(None, ge=5, description="time from the switch by which a release must be "
+                                         "committed (restarts, model load and trial_s included); default "
+                                         "3 × trial_s")
     device_type: str = Field("generic", min_length=1, max_length=64, description="matched against a release's "
                              "device types (e.g. rpi4, rpi5, jetson-orin)")
     disk_reserve_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space a download and install must "
@@ -255,6 +262,18 @@ class OtaConfig(Section):
     require_clock_sync: bool = Field(True, description="check only while the kernel says the clock is "
                                      "synchronised (NTP); false only where the clock is kept by means the kernel "
                                      "cannot see (the durable time floor still applies)")
+
+    @model_validator(mode="after")
+    def _window_holds_the_trial(self) -> OtaConfig:
+        if self.trial_window_s is not None and self.trial_window_s < self.trial_s:
+            raise ValueError(f"trial_window_s {self.trial_window_s:g} is shorter than trial_s {self.trial_s:g}: "
+                             "no release could ever be committed")
+        return self
+
+    @property
+    def commit_window_s(self) -> float:
+        """How long a switched release has to be committed: ``trial_window_s``, else 3 × ``trial_s``."""
+        return self.trial_window_s if self.trial_window_s is not None else DEFAULT_WINDOW_FACTOR * self.trial_s
 
 
 #: ``json_schema_extra`` of an ``AgentConfig`` field that is read once at start: a change restarts the agent

@@ -48,6 +48,7 @@ def test_env_values_are_toml_literals():
         ("[tracker]\nbogus = 1\n", "tracker.bogus: Extra inputs are not permitted"),
         ("node_id = 'has space'\n", "node_id:"),
         ("[model\n", "invalid TOML"),
+        ("[ota]\ntrial_s = 60\ntrial_window_s = 30\n", "ota: Value error, trial_window_s 30 is shorter than trial_s"),
     ],
 )
 def test_invalid_config_is_one_line_naming_the_field(tmp_path, toml, needle):

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,22 @@ def node_identity(state: Path, node_id: str) -> Identity:
 
 
 def claim_client(env: Env, token: str, client_id: str | None = None) -> Client:
+    """A raw client logged in with the claim; retried while the broker has not yet reloaded the password file.
+
+    ``wait_for_login`` sees the claim in ``enrol.passwd``, but Mosquitto reads it only on the SIGHUP that follows,
+    so a first login can still be refused "not authorised" (as a node's first ``provision enrol`` login is, which
+    it retries the same way). A client kept from such a try would stay marked disconnected after paho's own
+    reconnect succeeded.
+    """
     claim_id, secret = token.split(".")
-    c = Client(env.enrol_port, None, client_id or claim_id, ca=env.ca_cert, username=claim_id, password=secret)
-    assert wait(lambda: c.connected, 15) or c.connected, (c.connack, c.error)
+    deadline = time.monotonic() + 15
+    while True:
+        c = Client(env.enrol_port, None, client_id or claim_id, ca=env.ca_cert, username=claim_id, password=secret)
+        if c.connected or time.monotonic() > deadline:
+            break
+        c.close()
+        time.sleep(0.2)
+    assert c.connected, (c.connack, c.disconnected, c.error)
     return c
 
 

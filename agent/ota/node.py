@@ -24,9 +24,6 @@ from agent.ota.supervisor import Supervisor
 
 #: how long a supervisor decision or a rollback waits for a check's install to finish (an agent venv takes a while)
 LOCK_WAIT_S = 600.0
-#: a trial must be committed within this many ``trial_s`` from the switch (restarts and model load included)
-WINDOW_FACTOR = 3
-
 
 class OtaError(EdgecamError):
     """OTA is not set up on this node (no repository URL, no trusted root)."""
@@ -91,7 +88,7 @@ class NodeOta:
             return status("verifying", plan.release.release)
         status("installing", plan.release.release)
         try:
-            self.installer().install(plan, WINDOW_FACTOR * ota.trial_s)
+            self.installer().install(plan, ota.commit_window_s)
         except InstallError as exc:  # the same signed bundle fails the same way: not retried on every check
             installer = self.installer()
             state = installer.state()
