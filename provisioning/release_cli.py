@@ -39,6 +39,29 @@ def release_init(
     typer.echo(f"trusted root for nodes: {r.meta_dir / '1.root.json'}")
 
 
+@release_app.command("bundle")
+def release_bundle(
+    out: Path = typer.Argument(..., help="Empty folder to fill with the bundle's wheels (for `release add --agent`)."),
+    source: Path | None = typer.Option(None, "--source", help="Project tree to build the wheel from (default: .)."),
+    wheel: Path | None = typer.Option(None, "--wheel", help="An already built edgecam-*.whl instead of --source."),
+    extra: list[str] = typer.Option([], "--extra", help="Node extra to include, e.g. systemd (repeat)."),
+    platform: list[str] = typer.Option([], "--platform", help="pip platform tag of the nodes, e.g. "
+                                       "manylinux_2_28_aarch64 (repeat; default: this machine's)."),
+    python_version: str | None = typer.Option(None, "--python-version", help="The nodes' Python, e.g. 3.11."),
+    find_links: list[Path] = typer.Option([], "--find-links", help="Folder of wheels to take from (repeat)."),
+    no_index: bool = typer.Option(False, "--no-index", help="Offline: wheels from --find-links only."),
+) -> None:
+    """Build an agent bundle: edgecam's wheel and every dependency as a binary wheel for the nodes' platform."""
+    from provisioning.release.bundle import BundleSpec, build_agent_bundle
+
+    spec = BundleSpec(source=source if wheel else (source or Path(".")), wheel=wheel, extras=tuple(extra),
+                      platforms=tuple(platform), python_version=python_version, find_links=tuple(find_links),
+                      no_index=no_index)
+    main = build_agent_bundle(out, spec)
+    n = len(list(out.glob("*.whl")))
+    typer.echo(f"{out}: {main.name} and {n - 1} dependency wheels (release add --agent {out})")
+
+
 @release_app.command("add")
 def release_add(
     repo: Path = typer.Argument(..., help="Repository folder."),

@@ -17,7 +17,6 @@ folder.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -74,9 +73,11 @@ def release_number(name: str) -> int | None:
     return int(name[1:]) if name.startswith("r") and name[1:].isdigit() else None
 
 
-def _safe_extract(data: bytes, dest: Path, _tmp: Path | None = None) -> None:
-    """Regular files only, no absolute paths, nothing outside ``dest`` (the tar is signed, but be strict)."""
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+def _safe_extract(file: Path, dest: Path, _tmp: Path | None = None) -> None:
+    """Regular files only, no absolute paths, nothing outside ``dest`` (the tar is signed, but be strict).
+
+    Streamed from the verified file: an agent bundle is ~100 MB, more than a Pi Zero 2 W should hold in RAM."""
+    with tarfile.open(file) as tar:
         for m in tar.getmembers():
             name = Path(m.name)
             if not m.isfile() or name.is_absolute() or ".." in name.parts:
@@ -85,17 +86,31 @@ def _safe_extract(data: bytes, dest: Path, _tmp: Path | None = None) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             src = tar.extractfile(m)
             assert src is not None
-            out.write_bytes(src.read())
+            with out.open("wb") as fh:
+                shutil.copyfileobj(src, fh, 1 << 20)
 
 
-def _install_agent(data: bytes, dest: Path, tmp: Path) -> None:
+def _system_site_packages() -> bool:
+    """Does the provisioned venv see the system's packages? A release venv must see the same (picamera2 and
+    libcamera on a Pi, JetPack's OpenCV and python3-systemd are apt packages, not wheels)."""
+    cfg = Path(sys.prefix) / "pyvenv.cfg"
+    try:
+        lines = cfg.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    return any(k.strip() == "include-system-site-packages" and v.strip().lower() == "true"
+               for k, _, v in (ln.partition("=") for ln in lines))
+
+
+def _install_agent(file: Path, dest: Path, tmp: Path) -> None:
     """Wheels → ``dest/wheels``; a venv at ``dest/venv`` with edgecam installed from them only (no index).
 
     pip's build and unpack space is ``tmp`` on the state disk (``/tmp`` may be RAM, or private to the unit)."""
     wheels = dest / "wheels"
-    _safe_extract(data, wheels, tmp)
+    _safe_extract(file, wheels, tmp)
     env = {**os.environ, "TMPDIR": str(tmp)}
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest / "venv")], check=True,
+    site = ["--system-site-packages"] if _system_site_packages() else []
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", *site, str(dest / "venv")], check=True,
                    capture_output=True, env=env)
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(dest / "venv" / "bin" / "python"), "install",
                         "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--quiet",
@@ -105,11 +120,15 @@ def _install_agent(data: bytes, dest: Path, tmp: Path) -> None:
         raise InstallError(f"agent bundle: offline install failed: {tail}")
 
 
-#: kind → install(data, final folder, temporary space on the state disk)
-INSTALLERS: dict[PartKind, Callable[[bytes, Path, Path], None]] = {
+def _install_config(file: Path, dest: Path, _tmp: Path) -> None:
+    shutil.copyfile(file, dest / "config.toml")
+
+
+#: kind → install(verified file, final folder, temporary space on the state disk)
+INSTALLERS: dict[PartKind, Callable[[Path, Path, Path], None]] = {
     "agent": _install_agent,
     "model": _safe_extract,
-    "config": lambda data, dest, _tmp: (dest / "config.toml").write_bytes(data),
+    "config": _install_config,
 }
 
 
@@ -136,7 +155,7 @@ class Installer:
         final.mkdir(parents=True)
         fsync_dir(final.parent)
         try:
-            INSTALLERS[kind](file.read_bytes(), final, self.paths.tmp)
+            INSTALLERS[kind](file, final, self.paths.tmp)
         except (OSError, tarfile.TarError, subprocess.CalledProcessError) as exc:
             shutil.rmtree(final, ignore_errors=True)
             raise InstallError(f"{kind}: {type(exc).__name__}: {exc}") from None

@@ -86,3 +86,25 @@ ensure_venv() {  # ensure_venv "test,bench"
   fi
   export PATH="$VENV/bin:$PATH"
 }
+
+ensure_wheelhouse() {  # after ensure_venv: $VENV/wheelhouse, this machine's agent bundle (the OTA agent tests
+  # build release bundles offline from it, as a maintainer's release machine would from its own mirror)
+  local stamp="$VENV/wheelhouse/.for" want
+  want="$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -f "$stamp" ] || ! grep -qxF -- "$want" "$stamp"; then
+    say "collecting the agent's dependency wheels into $VENV/wheelhouse"
+    rm -rf "$VENV/wheelhouse" "$VENV/wheelhouse.new"
+    local src
+    src="$(mktemp -d "$VENV/wheelhouse-src.XXXXXX")"
+    cp -a agent centre hardware models provisioning pyproject.toml README.md "$src"/  # builds outside the checkout
+    if ! edgecam release bundle "$VENV/wheelhouse.new" --source "$src" >"$VENV/wheelhouse.log" 2>&1; then
+      tail -n 5 "$VENV/wheelhouse.log" >&2
+      echo "could not collect the agent's wheels; full log: $VENV/wheelhouse.log" >&2
+      rm -rf "$src"
+      exit 1
+    fi
+    rm -rf "$src"
+    echo "$want" > "$VENV/wheelhouse.new/.for"
+    mv "$VENV/wheelhouse.new" "$VENV/wheelhouse"
+  fi
+}
