@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from agent.errors import EdgecamError
 from agent.transport.mqtt_url import parse_mqtt_url
 from provisioning.card_image import ImageKind, Wifi, detect_kind, write_image_files
-from provisioning.card_model import NODE_CONFIG_FILE, PROVISION_FILE, CardError, CardProvision
+from provisioning.card_model import NODE_CONFIG_FILE, OTA_ROOT_FILE, PROVISION_FILE, CardError, CardProvision
 from provisioning.card_write import write_card_file
 
 #: the broker's mTLS listener when only the enrolment URL is given (``edgecam broker-config --port``'s default)
@@ -34,10 +34,13 @@ def default_mqtt_url(enrol_url: str) -> str:
 
 def provision_card(boot: Path, node_id: str, enrol_url: str, token: str, ca_cert: Path,
                    mqtt_url: str | None = None, wifi: Wifi | None = None,
-                   node_config: Path | None = None, plain: bool = False) -> tuple[ImageKind | None, list[Path]]:
+                   node_config: Path | None = None, plain: bool = False, ota_root: Path | None = None,
+                   ota_url: str | None = None) -> tuple[ImageKind | None, list[Path]]:
     """Write the card; returns the image kind found and the files written. Refuses (``CardError``) before
-    writing anything when the card, the CA or the node config is unusable. ``plain``: any folder (a USB stick
-    for a Jetson, which has no first-boot files), only the provision files are written."""
+    writing anything when the card, the CA, the node config or the OTA root is unusable. ``plain``: any folder
+    (a USB stick for a Jetson, which has no first-boot files), only the provision files are written.
+    ``ota_root``/``ota_url``: the release repository's trusted root and URL (the URL only for the config made
+    from these fields; a full ``node_config`` says its own ``[ota]``)."""
     if plain and not boot.is_dir():
         raise CardError(f"{boot}: not a folder")
     if plain and wifi is not None:
@@ -48,10 +51,14 @@ def provision_card(boot: Path, node_id: str, enrol_url: str, token: str, ca_cert
     except (OSError, UnicodeDecodeError) as exc:
         raise CardError(f"--ca-cert {ca_cert}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     config_text = _node_config(node_config, node_id) if node_config else None
+    if ota_url is not None and node_config is not None:
+        raise CardError("--ota-url is for the config made from the card's fields; put ota.repo_url in --config")
+    root_bytes = _ota_root(ota_root) if ota_root is not None else None
     try:
         prov = CardProvision(node_id=node_id, enrol_url=enrol_url, mqtt_url=mqtt_url or default_mqtt_url(enrol_url),
                              token=SecretStr(token), ca_cert=pem,
-                             node_config=NODE_CONFIG_FILE if config_text is not None else None)
+                             node_config=NODE_CONFIG_FILE if config_text is not None else None,
+                             ota_root=OTA_ROOT_FILE if root_bytes is not None else None, ota_url=ota_url)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise CardError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
@@ -61,9 +68,22 @@ def provision_card(boot: Path, node_id: str, enrol_url: str, token: str, ca_cert
     if config_text is not None:
         write_card_file(boot / NODE_CONFIG_FILE, config_text)
         written.append(boot / NODE_CONFIG_FILE)
+    if root_bytes is not None:
+        write_card_file(boot / OTA_ROOT_FILE, root_bytes.decode("utf-8"))
+        written.append(boot / OTA_ROOT_FILE)
     write_card_file(boot / PROVISION_FILE, prov.to_toml(), secret=True)
     written.append(boot / PROVISION_FILE)
     return kind, written
+
+
+def _ota_root(path: Path) -> bytes:
+    """The repository's root, checked as the node will check it (a bad root found on the pole costs a trip)."""
+    from agent.ota.trust import check_root
+
+    try:
+        return check_root(path)
+    except EdgecamError as exc:
+        raise CardError(f"--ota-root {exc}") from None
 
 
 def _node_config(path: Path, node_id: str) -> str:

@@ -22,6 +22,9 @@ def card(
     wifi_country: str | None = typer.Option(None, "--wifi-country", help="Regulatory domain, e.g. VN, DE."),
     config: Path | None = typer.Option(None, "--config", help="A full agent config to install as node.toml."),
     plain: bool = typer.Option(False, "--plain", help="Any folder (a USB stick for a Jetson): provision file only."),
+    ota_root: Path | None = typer.Option(None, "--ota-root", help="The release repository's trusted root "
+                                         "(REPO/metadata/1.root.json), installed at first boot."),
+    ota_url: str | None = typer.Option(None, "--ota-url", help="The release repository's URL (ota.repo_url)."),
 ) -> None:
     """Prepare a flashed Raspberry Pi OS card: edgecam-provision.toml plus cloud-init or firstrun.sh."""
     from provisioning.card import provision_card
@@ -38,7 +41,7 @@ def card(
         raise CardError("--wifi-ssid and --wifi-psk go together")
     net = Wifi(wifi_ssid, wifi_psk, wifi_country) if wifi_ssid is not None and wifi_psk is not None else None
     kind, written = provision_card(boot, node_id, broker, token, ca_cert, mqtt_url=mqtt, wifi=net,
-                                   node_config=config, plain=plain)
+                                   node_config=config, plain=plain, ota_root=ota_root, ota_url=ota_url)
     typer.echo(f"{boot}: {kind} image" if kind else f"{boot}: provision file only (run `edgecam provision firstboot "
                f"--boot` on the node with this folder)")
     for path in written:

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from agent.contract.ids import NodeId
 from agent.errors import EdgecamError
@@ -28,6 +28,8 @@ PROVISION_FILE = "edgecam-provision.toml"
 PROVISIONED_FILE = "edgecam-provisioned.toml"
 #: an optional full agent config the technician put on the card (installed as /etc/edgecam/node.toml)
 NODE_CONFIG_FILE = "edgecam-node.toml"
+#: the OTA repository's trusted root (REPO/metadata/1.root.json), installed as STATE_DIR/ota/root.json
+OTA_ROOT_FILE = "edgecam-ota-root.json"
 #: the technician-readable first-boot log on the card
 FIRSTBOOT_LOG = "edgecam-firstboot.log"
 
@@ -52,6 +54,10 @@ class CardProvision(BaseModel):
     ca_cert: str
     #: name of a full agent config on the card (``edgecam-node.toml``), or None for one made from these fields
     node_config: str | None = None
+    #: name of the OTA trusted root on the card (``edgecam-ota-root.json``), or None: no OTA trust installed
+    ota_root: str | None = None
+    #: the release repository (``ota.repo_url`` of the config made from these fields)
+    ota_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
 
     @field_validator("enrol_url", "mqtt_url")
     @classmethod

@@ -4,7 +4,8 @@ Steps, each skipped when already done, so a second run changes nothing and a run
 finishes on the next boot:
 
 1. install the agent config (``/etc/edgecam/node.toml``: the card's ``edgecam-node.toml``, or one made from the
-   provision file) and the pinned CA (``/etc/edgecam/ca.crt``);
+   provision file), the pinned CA (``/etc/edgecam/ca.crt``) and the OTA trusted root when the card carries one
+   (``STATE/ota/root.json``; a different root already there is refused, not replaced);
 2. enrol through the enrolment CLI (``edgecam provision enrol …``), unless ``STATE/identity`` is complete;
 3. remove the token from the card (the provision file becomes ``edgecam-provisioned.toml``, without it);
 4. enable the agent (``systemctl enable --now``; in a fixture root, the ``multi-user.target.wants`` link).
@@ -162,6 +163,23 @@ class Firstboot:
             self.log(f"installed {CONFIG}")
         if self._write_if_changed(CA_CERT, prov.ca_cert):
             self.log(f"installed {CA_CERT} (the CA this node pins)")
+        if prov.ota_root:
+            self.install_ota_root(self.boot / prov.ota_root)
+
+    def install_ota_root(self, src: Path) -> None:
+        """The release repository's root, checked as ``edgecam ota install-root`` checks it."""
+        from agent.errors import EdgecamError
+        from agent.ota.paths import OtaPaths
+        from agent.ota.trust import install_root
+
+        paths = OtaPaths(self.node(STATE_DIR))
+        before = paths.bootstrap_root.read_bytes() if paths.bootstrap_root.is_file() else None
+        try:
+            dest = install_root(src, paths)
+        except EdgecamError as exc:
+            raise CardError(f"OTA root: {exc}") from None
+        if dest.read_bytes() != before:
+            self.log(f"installed the OTA trusted root ({STATE_DIR}/ota/root.json)")
 
     def _write_if_changed(self, path: Path, text: str) -> bool:
         target = self.node(path)
@@ -206,7 +224,8 @@ def default_node_config(prov: CardProvision) -> str:
 
     return (f"# written at first boot from the card's {PROVISION_FILE}; every other field keeps its default\n"
             f"node_id = {json.dumps(prov.node_id)}\nstate_dir = {json.dumps(str(STATE_DIR))}\n\n"
-            f"[mqtt]\nurl = {json.dumps(prov.mqtt_url)}\n")
+            f"[mqtt]\nurl = {json.dumps(prov.mqtt_url)}\n"
+            + (f"\n[ota]\nrepo_url = {json.dumps(prov.ota_url)}\n" if prov.ota_url else ""))
 
 
 def own_state_dir(state: Path, user: str = SERVICE_USER) -> None:

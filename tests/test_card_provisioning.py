@@ -113,6 +113,9 @@ def test_card_refuses_a_folder_that_is_neither_kind(tmp_path, ca_cert):
     (["--wifi-ssid", "CityNet"], "go together"),
     (["--node-id", "centre"], "reserved"),
     (["--broker", "http://x"], "mqtt"),
+    (["--ota-root", __file__], f"--ota-root {__file__}: not TUF metadata"),
+    (["--ota-root", "/nonexistent/1.root.json"], "--ota-root /nonexistent/1.root.json: No such file"),
+    (["--ota-url", "ftp://x"], "ota_url"),
 ])
 def test_card_refusals_are_one_line(tmp_path, ca_cert, args, message):
     boot = cloud_init_boot(tmp_path / "bootfs")

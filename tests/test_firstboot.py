@@ -23,6 +23,7 @@ from provisioning.ca import CaFiles, init_ca
 from provisioning.card_model import FIRSTBOOT_LOG, PROVISION_FILE, PROVISIONED_FILE, read_provision
 from tests.broker import Broker, free_port, wait_port
 from tests.card_fixtures import cloud_init_boot, firstrun_boot, snapshot
+from tests.ota_helpers import make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = "hue-cam-0042"
@@ -58,10 +59,12 @@ def tokens(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def make_card(tmp_path: Path, kind: str, broker_url: str, ca: CaFiles, token: str = "claim-one") -> Path:
+def make_card(tmp_path: Path, kind: str, broker_url: str, ca: CaFiles, token: str = "claim-one",
+              extra: tuple[str, ...] = ()) -> Path:
     boot = (cloud_init_boot if kind == "cloud-init" else firstrun_boot)(tmp_path / "bootfs")
     res = cli("provision", "card", str(boot), "--node-id", NODE, "--broker", broker_url, "--token", token,
-              "--ca-cert", str(ca.ca_cert), "--wifi", "CityNet:correct horse battery", "--wifi-country", "VN")
+              "--ca-cert", str(ca.ca_cert), "--wifi", "CityNet:correct horse battery", "--wifi-country", "VN",
+              *extra)
     assert res.returncode == 0, res.stderr
     assert f"{kind} image" in res.stdout
     return boot
@@ -102,6 +105,32 @@ def test_first_boot_from_a_card(tmp_path, broker, ca, tokens, kind):
     again = firstboot(boot, root)
     assert again.returncode == 0 and "already provisioned; nothing to do" in again.stdout
     assert snapshot(boot, root) == before  # not one byte, link or timestamp changed
+
+
+def test_first_boot_installs_the_ota_root_the_card_carries(tmp_path, broker, ca, tokens):
+    """The release repository's root goes on the card (checked there) and becomes the node's trust anchor; the
+    config made from the card points at the repository; a card with another root never replaces it."""
+    repo = make_repo(tmp_path / "rel")
+    root = node_root(tmp_path)
+    url = "https://releases.example.org/edgecam"
+    boot = make_card(tmp_path, "cloud-init", broker.url, ca,
+                     extra=("--ota-root", str(repo.meta_dir / "1.root.json"), "--ota-url", url))
+    res = firstboot(boot, root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    installed = root / "var/lib/edgecam/ota/root.json"
+    assert installed.read_bytes() == (repo.meta_dir / "1.root.json").read_bytes()
+    assert "installed the OTA trusted root" in (boot / FIRSTBOOT_LOG).read_text()
+    cfg = load_config(root / "etc/edgecam/node.toml", environ={})
+    assert cfg.ota.repo_url == url
+
+    other = make_repo(tmp_path / "other")  # a card written for another repository, into the same node
+    (root / "etc/systemd/system/multi-user.target.wants/edgecam.service").unlink()
+    boot2 = make_card(tmp_path / "card2", "cloud-init", broker.url, ca, token="claim-two",
+                      extra=("--ota-root", str(other.meta_dir / "1.root.json")))
+    res = firstboot(boot2, root)
+    assert res.returncode == 2
+    assert "OTA root: " in res.stdout and "a different trusted root is installed" in res.stdout
+    assert installed.read_bytes() == (repo.meta_dir / "1.root.json").read_bytes()
 
 
 def test_broker_down_keeps_the_token_and_a_retry_succeeds(tmp_path, ca, tokens, processes):

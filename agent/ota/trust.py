@@ -14,7 +14,10 @@ from agent.errors import EdgecamError
 from agent.ota.paths import OtaPaths
 
 
-def install_root(src: Path, paths: OtaPaths, force: bool = False) -> Path:
+def check_root(src: Path) -> bytes:
+    """The root file's bytes once it is root metadata signed by its own threshold with consistent snapshots
+    (also run on the technician's machine by ``provision card --ota-root``: a bad root found on the pole costs
+    a trip)."""
     from tuf.api.exceptions import UnsignedMetadataError
     from tuf.api.metadata import Metadata, Root
     from tuf.api.serialization import DeserializationError
@@ -33,6 +36,12 @@ def install_root(src: Path, paths: OtaPaths, force: bool = False) -> Path:
         raise EdgecamError(f"{src}: not signed by its own root threshold ({exc})") from None
     if not md.signed.consistent_snapshot:
         raise EdgecamError(f"{src}: the repository must use consistent snapshots")
+    return data
+
+
+def install_root(src: Path, paths: OtaPaths, force: bool = False) -> Path:
+    """Install ``src`` as the node's trusted root; a different installed root stays unless ``force``."""
+    data = check_root(src)
     dest = paths.make().bootstrap_root
     if dest.exists() and dest.read_bytes() != data and not force:
         raise EdgecamError(f"{dest}: a different trusted root is installed; --force replaces the trust anchor")
