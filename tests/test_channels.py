@@ -61,7 +61,7 @@ def _fill(address: str, **values: str) -> str:
 
 def test_acl_grants_exactly_what_the_asyncapi_document_publishes() -> None:
     """For each AsyncAPI channel, the identities the ACL lets write/read it are its x-edgecam lists; the ACL
-    grants nothing that is not an AsyncAPI channel (a removed channel such as ota/status is not granted). Claim
+    grants nothing that is not an AsyncAPI channel (a channel taken out of the table is not granted). Claim
     identities get their rights only from the enrolment listener's ACL."""
     patterns, users = _acl()
     claims = _claim_acl()

@@ -9,7 +9,7 @@ ACL, the AsyncAPI document and each side's subscriptions cannot drift apart:
 - ``centre.receiver``: the centre's subscriptions; ``agent.transport.facade``: the node's subscriptions;
 - ``models.bench.meter``: what the bench counts on the uplink.
 
-A channel nothing implements is not in the table (OTA adds its rows with its code).
+A channel nothing implements is not in the table: a new channel's row comes with its code.
 """
 
 from __future__ import annotations

@@ -18,10 +18,8 @@ from agent.contract.channels import non_node_levels
 NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _NODE_ID = re.compile(NODE_ID_PATTERN)  # always fullmatch: ``$`` would accept a trailing newline
 
-#: Namespaces the OTA issue (``fleet/releases/…``) will add rows under: reserved now, so no node deployed today
-#: owns them later (``enrol/…`` is a real level of the channel table since enrolment).
-PLANNED_LEVELS = frozenset({"fleet"})
-RESERVED_NODE_IDS = non_node_levels() | PLANNED_LEVELS
+#: the literal first levels of the channel table (``centre``, ``enrol``, ``fleet``): no node may be named one
+RESERVED_NODE_IDS = non_node_levels()
 
 
 def identity_problem(name: str) -> str | None:
