@@ -1,4 +1,5 @@
-"""Retry delays for reconnecting (MQTT link) and reopening (frame sources): one policy, full jitter.
+"""Retry delays for reconnecting (the node's MQTT link, the centre receiver), reopening (frame sources) and
+retrying a refused enrolment login: one policy, full jitter.
 
 Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): the n-th delay after consecutive
 failures is uniform in ``[0, min(cap, base * 2**n)]``. The randomness spreads a fleet of nodes that lost

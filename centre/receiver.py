@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.backoff import Backoff
 from agent.config import format_validation_error
 from agent.contract import BY_KEY, CENTRE, Channel, Event, match_topic, node_id_problem
 from centre.limits import REFUSED, ThumbLimits
@@ -35,6 +36,8 @@ STATUS_CHANNELS = ("state", "health", "cmd_res", "config_reported", "ota_status"
 CONSUMED = ("events", "thumbs", *STATUS_CHANNELS)
 #: the heavy streams go through a shared subscription so several receivers split them
 SHARED = frozenset({"events", "thumbs"})
+#: reconnect backoff after a lost connection (full jitter, ``agent.backoff``): base and cap in seconds
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 
 
 def status_kind(ch: Channel) -> str:
@@ -199,18 +202,18 @@ def run_listen(opts: MqttOptions, store_dir: Path, *, group: str = "centre", unt
 
         old = signal.signal(signal.SIGTERM, on_signal)
         last[0] = time.monotonic()
-        backoff = 0.5
+        delays = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)  # jittered: receivers restarted together spread out
         try:
             while not stop[0]:
                 rc = client.loop(0.2)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
-                    log.warning("%s: connection lost (%s); reconnecting in %.1fs", opts.url, rc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    delay = delays.next()
+                    log.warning("%s: connection lost (%s); reconnecting in %.1fs", opts.url, rc, delay)
+                    time.sleep(delay)
                     with contextlib.suppress(OSError):
                         client.reconnect()
                     continue
-                backoff = 0.5
+                delays.reset()
                 view.tick()
                 if until_idle is not None and time.monotonic() - last[0] >= until_idle:
                     break

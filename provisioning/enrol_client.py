@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.backoff import Backoff
 from agent.contract import BY_KEY, EnrolReply, EnrolRequest
 from agent.transport.mqtt_url import MqttOptionError, parse_mqtt_url
 from provisioning.ca import CaError
@@ -25,6 +26,8 @@ from provisioning.ca import CaError
 #: CONNACK reasons that mean "these credentials are not (yet) known": the worker may not have synced the
 #: broker's password file with a token minted a moment ago, so enrolment retries them until its deadline
 _LOGIN_REFUSED = {0x86, 0x87, 0x04, 0x05}
+#: the retries of a refused login back off with full jitter (``agent.backoff``): base and cap in seconds
+LOGIN_RETRY_MIN_S, LOGIN_RETRY_MAX_S = 0.5, 5.0
 
 
 class EnrolFailed(CaError):
@@ -123,7 +126,7 @@ def exchange(login: Login, request_topic: str, reply_topic: str, request: EnrolR
     if not addr.tls:
         raise EnrolFailed(f"--mqtt {addr.url}: enrolment needs mqtts:// (the CSR and token travel over it)")
     deadline = time.monotonic() + timeout
-    delay = 0.5
+    delays = Backoff(LOGIN_RETRY_MIN_S, LOGIN_RETRY_MAX_S)  # jittered: nodes of one batch do not retry in step
     refused = ""  # the last login refusal: what to report if the deadline passes during a retry
     while True:
         ex = _Exchange(login, reply_topic, request.request_id)
@@ -144,12 +147,12 @@ def exchange(login: Login, request_topic: str, reply_topic: str, request: EnrolR
             refused = f"{addr.url}: broker refused the login ({rc}); " + (
                 "token unknown to the broker, or used/expired long ago" if login.username
                 else "certificate not accepted")
+            delay = delays.next()
             if rc.value not in _LOGIN_REFUSED or time.monotonic() + delay >= deadline:
                 raise EnrolFailed(refused)
         finally:
             ex.close()
         time.sleep(delay)
-        delay = min(delay * 2, 5.0)
 
 
 def _result(reply: EnrolReply) -> EnrolReply:
