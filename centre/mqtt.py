@@ -10,7 +10,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agent.errors import EdgecamError
-from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
+from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url, tls_context
+
+#: the TLS file options as the centre's commands spell them
+CLI_TLS_OPTIONS = ("--tls-ca", "--tls-cert", "--tls-key")
 
 
 class MqttOptions(BaseModel):
@@ -27,8 +30,7 @@ class MqttOptions(BaseModel):
                  tls_key: Path | None = None, client_id: str | None = None) -> MqttOptions:
         try:
             address = parse_mqtt_url(url, "--mqtt")
-            check_tls_files(address.tls, tls_ca, tls_cert, tls_key, ("--tls-ca", "--tls-cert", "--tls-key"),
-                            must_exist=True)
+            check_tls_files(address.tls, tls_ca, tls_cert, tls_key, CLI_TLS_OPTIONS, must_exist=True)
         except MqttOptionError as exc:
             raise EdgecamError(str(exc)) from None
         return cls(host=address.host, port=address.port, tls=address.tls, tls_ca=tls_ca, tls_cert=tls_cert,
@@ -46,10 +48,10 @@ def make_client(opts: MqttOptions):
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=opts.client_id, protocol=mqtt.MQTTv5)
     if opts.tls:
-        client.tls_set(ca_certs=str(opts.tls_ca) if opts.tls_ca else None,
-                       certfile=str(opts.tls_cert) if opts.tls_cert else None,
-                       keyfile=str(opts.tls_key) if opts.tls_key else None,
-                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            client.tls_set_context(tls_context(opts.tls_ca, opts.tls_cert, opts.tls_key, CLI_TLS_OPTIONS))
+        except MqttOptionError as exc:
+            raise EdgecamError(str(exc)) from None
     return client
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from agent.backoff import Backoff
 from agent.contract import BY_KEY, EnrolReply, EnrolRequest
-from agent.transport.mqtt_url import MqttOptionError, parse_mqtt_url
+from agent.transport.mqtt_url import MqttOptionError, parse_mqtt_url, tls_context
 from provisioning.ca import CaError
 
 #: CONNACK reasons that mean "these credentials are not (yet) known": the worker may not have synced the
@@ -28,6 +28,8 @@ from provisioning.ca import CaError
 _LOGIN_REFUSED = {0x86, 0x87, 0x04, 0x05}
 #: the retries of a refused login back off with full jitter (``agent.backoff``): base and cap in seconds
 LOGIN_RETRY_MIN_S, LOGIN_RETRY_MAX_S = 0.5, 5.0
+#: what a TLS file that does not load is called in the one-line error (the message names its path too)
+LOGIN_TLS_FILES = ("CA certificate", "client certificate", "client key")
 
 
 class EnrolFailed(CaError):
@@ -53,9 +55,10 @@ def _client(login: Login):
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=login.client_id or login.username or "",
                          protocol=mqtt.MQTTv5)
-    client.tls_set(ca_certs=str(login.ca_cert), certfile=str(login.cert) if login.cert else None,
-                   keyfile=str(login.key) if login.key else None, cert_reqs=ssl.CERT_REQUIRED,
-                   tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        client.tls_set_context(tls_context(login.ca_cert, login.cert, login.key, LOGIN_TLS_FILES))
+    except MqttOptionError as exc:
+        raise EnrolFailed(str(exc)) from None
     if login.username is not None:
         client.username_pw_set(login.username, login.password)
     return client

@@ -1,14 +1,16 @@
-"""One set of broker-URL and TLS-option rules for the node config, the centre CLI and the bench meter."""
+"""One set of broker-URL and TLS-option rules (and one TLS context) for the node, the centre CLI, the bench
+meter, the doctor and the enrolment client."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
 from agent.config import build_config
 from agent.errors import ConfigError, EdgecamError
-from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url
+from agent.transport.mqtt_url import MqttOptionError, check_tls_files, parse_mqtt_url, tls_context
 from centre.mqtt import MqttOptions
 
 
@@ -59,3 +61,32 @@ def test_tools_check_that_the_files_exist(tmp_path: Path) -> None:
         check_tls_files(True, tmp_path / "nope.pem", None, None, ("--tls-ca", "--tls-cert", "--tls-key"),
                         must_exist=True)
     check_tls_files(True, tmp_path / "nope.pem", None, None)  # the node checks when it connects
+
+
+def test_one_tls_context_for_every_client_and_unloadable_files_name_their_option(tmp_path: Path) -> None:
+    """The node's link, its doctor, the centre's tools and the enrolment client build their TLS context with
+    ``agent.transport.mqtt_url.tls_context``: the broker verified with hostname checks, and a file that does not
+    load is one line naming the option as each caller spells it."""
+    from agent.doctor.broker import ProbeFailed, _tls_context
+    from agent.doctor.identity import IdentityFiles
+    from agent.transport.mqtt_client import tls_context as node_tls_context
+    from centre.mqtt import make_client
+    from provisioning.enrol_client import EnrolFailed, Login, _client
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    ctx = tls_context(None, None, None)
+    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    with pytest.raises(MqttOptionError, match=r"^--tls-ca: cannot load .*junk\.pem"):
+        tls_context(junk, None, None, ("--tls-ca", "--tls-cert", "--tls-key"))
+    with pytest.raises(MqttOptionError, match=r"^mqtt\.tls_cert: cannot load .*junk\.pem"):
+        tls_context(None, junk, junk)
+    node_cfg = build_config({"mqtt": {"url": "mqtts://h", "tls_ca": str(junk)}}).mqtt
+    with pytest.raises(ConfigError, match=r"^mqtt\.tls_ca: cannot load .*junk\.pem"):
+        node_tls_context(node_cfg)
+    with pytest.raises(ProbeFailed, match=r"^TLS error: cannot load .*junk\.pem"):
+        _tls_context(IdentityFiles(junk, None, None, "test"))
+    with pytest.raises(EdgecamError, match=r"^--tls-cert: cannot load .*junk\.pem"):
+        make_client(MqttOptions.from_cli("mqtts://h", None, junk, junk))
+    with pytest.raises(EnrolFailed, match=r"^CA certificate: cannot load .*junk\.pem"):
+        _client(Login("mqtts://h:1", junk))

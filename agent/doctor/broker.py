@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from agent.config import AgentConfig
 from agent.doctor.identity import IdentityFiles
 from agent.doctor.report import Check, fail, ok, warn
-from agent.transport.mqtt_url import BrokerAddress, parse_mqtt_url
+from agent.transport.mqtt_url import BrokerAddress, MqttOptionError, parse_mqtt_url, tls_context
 
 NAME = "broker"
 TIMEOUT_S = 10.0
@@ -116,13 +116,9 @@ class Outcome:
 
 def _tls_context(files: IdentityFiles) -> ssl.SSLContext:
     try:
-        ctx = ssl.create_default_context(cafile=str(files.ca) if files.ca else None)
-        ctx.check_hostname = True
-        if files.client:
-            ctx.load_cert_chain(str(files.cert), str(files.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ProbeFailed(f"TLS error: cannot load the identity ({exc})") from None
-    return ctx
+        return tls_context(files.ca, files.cert if files.client else None, files.key if files.client else None)
+    except MqttOptionError as exc:
+        raise ProbeFailed(f"TLS error: {exc.problem} (identity {files.origin})") from None
 
 
 def _alert(exc: ssl.SSLError) -> str | None:

@@ -27,7 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.errors import ConfigError
-from agent.transport.mqtt_url import parse_mqtt_url
+from agent.transport.mqtt_url import MqttOptionError, parse_mqtt_url
+from agent.transport.mqtt_url import tls_context as client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,11 @@ STABLE_AFTER_S = 10.0  # a connection that lived this long resets the backoff
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
-    """Server verified against ``tls_ca`` (or the system store) with hostname checks; client cert for mTLS."""
+    """The TLS context of ``cfg``'s files (``agent.transport.mqtt_url.tls_context``); ``ConfigError`` if one fails."""
     try:
-        ctx = ssl.create_default_context(cafile=str(cfg.tls_ca) if cfg.tls_ca else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt.tls_ca: cannot load {cfg.tls_ca}: {exc}") from None
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if cfg.tls_cert:
-        try:
-            ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key) if cfg.tls_key else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"mqtt.tls_cert: cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
-    return ctx
+        return client_tls_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+    except MqttOptionError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class LinkOwner(Protocol):

@@ -4,11 +4,13 @@
 (CA, client certificate, client key) belong to ``mqtts://`` only, and a client certificate needs its key
 and the other way round. Errors are one line naming the option as the caller spells it (``mqtt.url``,
 ``--mqtt``, ``mqtt.tls_key``, ``--tls-key``). Messages show the URL redacted (``agent.redact``): they reach
-logs and the centre.
+logs and the centre. ``tls_context`` builds the client side of the TLS connection from those files, one policy
+for the node, its doctor, the enrolment client and the centre tools.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -80,3 +82,23 @@ def check_tls_files(tls: bool, ca: Path | None, cert: Path | None, key: Path | N
         for name, path in zip(names, (ca, cert, key), strict=True):
             if path is not None and not Path(path).is_file():
                 raise MqttOptionError(name, f"{path}: file not found")
+
+
+def tls_context(ca: Path | None, cert: Path | None, key: Path | None,
+                names: tuple[str, str, str] = ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key")) -> ssl.SSLContext:
+    """The client's TLS context: the broker verified against ``ca`` (else the system store) with hostname
+    checks, and the client certificate and key for mTLS when given. A file that does not load raises
+    ``MqttOptionError`` naming its option (``names`` as in ``check_tls_files``)."""
+    ca_name, cert_name, _ = names
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttOptionError(ca_name, f"cannot load {ca}: {exc}") from None
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if cert:
+        try:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttOptionError(cert_name, f"cannot load {cert} / {key}: {exc}") from None
+    return ctx
