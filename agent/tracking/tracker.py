@@ -89,15 +89,19 @@ def greedy_match(
     pairs: list[tuple[int, int]] = []
     used_t = [False] * n
     used_d = [False] * m
+
+    def take(candidates: list[tuple[float, int]]) -> None:
+        """Pair ``(key, t * m + d)`` candidates, lowest key first, each track and detection once."""
+        candidates.sort()
+        for _, flat in candidates:
+            t, d = divmod(flat, m)
+            if used_t[t] or used_d[d]:
+                continue
+            used_t[t] = used_d[d] = True
+            pairs.append((t, d))
+
     # the pairs that pass the threshold, best IoU first (a few of n * m: sorted as plain floats)
-    overlapping = [(-v, flat) for flat, v in enumerate(ious.ravel().tolist()) if v >= iou_min and v > 0]
-    overlapping.sort()
-    for _, flat in overlapping:
-        t, d = divmod(flat, m)
-        if used_t[t] or used_d[d]:
-            continue
-        used_t[t] = used_d[d] = True
-        pairs.append((t, d))
+    take([(-v, flat) for flat, v in enumerate(ious.ravel().tolist()) if v >= iou_min and v > 0])
     if max_dist > 0 and len(pairs) < min(n, m):
         # the few boxes left, in plain floats: sqrt(dx² + dy²) is what numpy's norm computes, bit for bit
         tb, db = track_boxes.tolist(), det_boxes.tolist()
@@ -111,13 +115,7 @@ def greedy_match(
                 dist = math.sqrt((cx - dx) * (cx - dx) + (cy - dy) * (cy - dy))
                 if dist <= max_dist and (same is None or same(t, d)):
                     near.append((dist, t * m + d))
-        near.sort()
-        for _, flat in near:
-            t, d = divmod(flat, m)
-            if used_t[t] or used_d[d]:
-                continue
-            used_t[t] = used_d[d] = True
-            pairs.append((t, d))
+        take(near)
     return pairs
 
 
