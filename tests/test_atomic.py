@@ -44,3 +44,29 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
         write_atomic(path, "105\n")
     assert path.read_text() == "41\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+
+
+def test_the_data_is_fsynced_before_the_rename_and_the_folder_after(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both fsyncs of the one helper: the new file's data (else a power cut can leave the new name on an empty
+    file), then its folder (else the rename itself may be lost)."""
+    path = tmp_path / "config_state.json"
+    write_atomic(path, "old")
+    steps: list[tuple[str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        steps.append(("fsync dir" if stat.S_ISDIR(st.st_mode) else "fsync file", st.st_ino))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        steps.append(("rename", os.stat(src).st_ino))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomic(path, "new")
+    new, folder = path.stat().st_ino, tmp_path.stat().st_ino
+    assert steps == [("fsync file", new), ("rename", new), ("fsync dir", folder)]
+    assert path.read_text() == "new"
