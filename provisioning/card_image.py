@@ -81,8 +81,11 @@ def write_image_files(boot: Path, kind: ImageKind, node_id: str, wifi: Wifi | No
 
 
 def _yaml() -> Any:
-    import yaml
-
+    """PyYAML comes with the ``card`` extra: only the technician's machine writes cloud-init cards."""
+    try:
+        import yaml
+    except ImportError:
+        raise CardError('a cloud-init card needs PyYAML: pip install "edgecam[card]"') from None
     return yaml
 
 

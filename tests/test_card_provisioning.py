@@ -139,3 +139,12 @@ def test_plain_folder_for_a_jetson_gets_the_provision_file_only(tmp_path, ca_cer
     assert read_provision(stick / PROVISION_FILE).token.get_secret_value() == TOKEN
     with pytest.raises(CardError, match="--wifi needs a Raspberry Pi OS boot partition"):
         provision_card(stick, NODE, ENROL, TOKEN, ca_cert, plain=True, wifi=WIFI)
+
+
+def test_a_cloud_init_card_without_pyyaml_says_which_extra(tmp_path, ca_cert, monkeypatch):
+    """PyYAML is the ``card`` extra (a node does not need it): without it the technician is told what to install."""
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml → ImportError, as when it is not installed
+    boot = cloud_init_boot(tmp_path / "bootfs")
+    with pytest.raises(CardError, match=r'pip install "edgecam\[card\]"'):
+        provision_card(boot, NODE, ENROL, TOKEN, ca_cert)
+    assert not (boot / PROVISION_FILE).exists()
