@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,24 @@ class Exchange:
     picture: bytes | None = None
 
 
+#: the bound on the broker's CONNACK and SUBACK (at least): a loaded broker or client is slow, not gone, and the
+#: ``timeout`` a user gives is for the node's reply
+HANDSHAKE_S = 30.0
+
+
+def _pump(client, opts: MqttOptions, done: Callable[[], bool], deadline: float) -> None:
+    """Run the client's loop until ``done()`` or the deadline; a lost connection is its own one-line error
+    (not a wait that runs out and blames the broker's answer)."""
+    import paho.mqtt.client as mqtt
+
+    while True:
+        rc = client.loop(0.1)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise EdgecamError(f"{opts.url}: connection lost ({mqtt.error_string(rc)})")
+        if done() or time.monotonic() >= deadline:
+            return
+
+
 def exchange(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any], timeout: float = 10.0,
              picture: bool = False) -> Exchange:
     """``send_command``, and with ``picture`` also the JPEG an ok ``snapshot`` reply names.
@@ -68,7 +87,8 @@ def exchange(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any], tim
     req = build_request(op, args)
     topics = Topics(node_id)
     client = make_client(opts)
-    connect_blocking(client, opts, timeout=timeout)
+    handshake = max(timeout, HANDSHAKE_S)
+    connect_blocking(client, opts, timeout=handshake)
     state: dict[str, Any] = {"subacks": []}
     pictures: dict[str, bytes] = {}
     thumbs = BY_KEY["thumbs"].filter(node_id=node_id)
@@ -95,23 +115,25 @@ def exchange(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any], tim
             state["reply"] = res
 
     client.on_subscribe, client.on_publish, client.on_message = on_subscribe, on_publish, on_message
-    deadline = time.monotonic() + timeout
     wanted = [topics.cmd_res, *([thumbs] if picture else [])]
     try:
         for topic in wanted:
             client.subscribe(topic, qos=1)
-        while len(state["subacks"]) < len(wanted) and time.monotonic() < deadline:
-            client.loop(0.1)
-        if len(state["subacks"]) < len(wanted) or any(c.is_failure for cs in state["subacks"] for c in cs):
-            raise EdgecamError(f"{', '.join(wanted)}: subscription refused ({state['subacks']})")
+        _pump(client, opts, lambda: len(state["subacks"]) >= len(wanted), time.monotonic() + handshake)
+        if len(state["subacks"]) < len(wanted):
+            raise EdgecamError(f"{', '.join(wanted)}: no SUBACK from the broker within {handshake:g}s")
+        refused = [c for cs in state["subacks"] for c in cs if c.is_failure]
+        if refused:
+            raise EdgecamError(f"{', '.join(wanted)}: subscription refused ({', '.join(map(str, refused))})")
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = topics.cmd_res
         props.CorrelationData = req.cmd_id.encode()
         props.MessageExpiryInterval = max(1, int(timeout))
         props.ContentType = "application/json"
         client.publish(topics.cmd_req, req.model_dump_json(), qos=1, properties=props)
+        deadline = time.monotonic() + timeout  # the reply's wait (and the picture's) starts with the request
         while "reply" not in state and time.monotonic() < deadline:
-            client.loop(0.1)
+            _pump(client, opts, lambda: True, deadline)
             puback = state.get("puback")
             if puback is not None and puback.is_failure:
                 raise EdgecamError(f"{topics.cmd_req}: the broker refused the request ({puback})")
@@ -125,8 +147,7 @@ def exchange(opts: MqttOptions, node_id: str, op: str, args: dict[str, Any], tim
         topic = ref.get("topic")
         if not isinstance(topic, str) or BY_KEY["thumbs"].match(topic) is None:
             raise EdgecamError(f"{op}: the reply names no picture topic ({reply.result!r:.200})")
-        while topic not in pictures and time.monotonic() < deadline:
-            client.loop(0.1)
+        _pump(client, opts, lambda: topic in pictures, deadline)
         if topic not in pictures:
             raise EdgecamError(f"{topic}: the picture did not arrive within {timeout:g}s")
         jpeg = pictures[topic]

@@ -250,10 +250,10 @@ def test_centre_commands_a_real_node_transport_over_mtls(tls_broker, pki, client
         assert wait(lambda: any(m.payload and json.loads(m.payload).get("online") for m in watch.messages), 15)
         centre = pki.centre
         opts = MqttOptions.from_cli(f"mqtts://localhost:{tls_broker.port}", centre.ca_cert, centre.cert, centre.key)
-        res = send_command(opts, "node-c", "ping", {}, timeout=10)
+        res = send_command(opts, "node-c", "ping", {}, timeout=30)
         assert res.status == "ok", res
-        cli = _run_cli("centre", "command", "node-c", "ping", "--mqtt", opts.url, "--tls-ca", str(centre.ca_cert),
-                       "--tls-cert", str(centre.cert), "--tls-key", str(centre.key))
+        cli = _run_cli("centre", "command", "node-c", "ping", "--timeout", "30", "--mqtt", opts.url,
+                       "--tls-ca", str(centre.ca_cert), "--tls-cert", str(centre.cert), "--tls-key", str(centre.key))
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["status"] == "ok"
 
@@ -303,7 +303,7 @@ def _run_cli(*args: str):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_centre_command_cli_reports_timeout(tls_broker, pki) -> None:

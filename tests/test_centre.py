@@ -334,3 +334,33 @@ def test_centre_and_broker_cli_errors_are_one_line(tmp_path: Path, args: list[st
     err = res.stderr.strip()
     assert res.returncode == 2, (res.returncode, err)
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
+
+
+def test_centre_command_names_a_lost_connection(tmp_path: Path, processes) -> None:
+    """The broker goes away while the command waits for a reply: the error says so, at once, instead of a wait
+    that runs out and blames the node (or the SUBACK)."""
+    import threading
+
+    from agent.errors import EdgecamError
+    from centre.command import send_command
+    from centre.mqtt import MqttOptions
+    from tests.broker import Broker, free_port
+
+    broker = processes.adopt(Broker(tmp_path / "b", port=free_port()).start())
+    opts = MqttOptions.from_cli(broker.url, client_id="centre-lost")
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            send_command(opts, "nobody-home", "ping", {}, timeout=600)
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert wait_until(lambda: broker.subacks_to("centre-lost") >= 1, 60)
+    broker.stop()
+    worker.join(120)
+    assert not worker.is_alive(), "the command kept waiting on a closed connection"
+    assert len(errors) == 1 and isinstance(errors[0], EdgecamError)
+    assert str(errors[0]).startswith(f"{broker.url}: connection lost"), errors[0]
