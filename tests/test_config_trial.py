@@ -24,7 +24,10 @@ from tests.mqtt_collect import Collector
 from tests.transport_util import make_cfg, publish
 from tests.waiting import wait_until
 
-TRIAL_WINDOW_S = 6  # the unreachable broker is given this long (from the document's arrival) to connect
+# the unreachable broker is given this long from the document's arrival, restart included, to connect: long enough
+# that the agent restarted into the trial sees the broker fail under a loaded CI (a soak run's restart took > 6 s,
+# and the window then ran out before any process of the trial had looked: the generic reason, not the broker's)
+TRIAL_WINDOW_S = 30
 GOOD = {"camera_id": "north-gate"}  # last-known-good v1: events say which config the node runs
 
 
